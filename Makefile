@@ -1,0 +1,50 @@
+# samepage.ksm: every entry point a newcomer, a developer or CI needs.
+#   make site    set up the controller and run playbooks/site.yml against this machine
+#   make test    set up everything (apt, venv, images) and run every test
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+ROOT := $(CURDIR)
+VENV := $(ROOT)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
+export CONTAINERS_CONF := $(ROOT)/tests/podman/containers.conf
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Tests that touch the real kernel's KSM knobs take this lock: never two at once.
+KERNEL_LOCK := flock /run/lock/samepage-ksm-kernel.lock
+
+.PHONY: site bootstrap bootstrap-test test test-compat test-unit test-lint test-sanity \
+	test-integration test-molecule molecule-node molecule-container molecule-fleet \
+	bench-converge bench-merge clean
+
+site: bootstrap
+	ansible-playbook playbooks/site.yml
+
+bootstrap:
+	scripts/bootstrap.sh controller
+
+bootstrap-test:
+	scripts/bootstrap.sh test
+
+test: bootstrap-test
+	$(MAKE) --no-print-directory test-compat test-unit test-lint test-sanity test-integration test-molecule
+
+# Module code runs on old managed hosts: it must parse as Python 3.6 (and 2.7 where cheap).
+test-compat:
+	python tests/tools/check_py36.py plugins/modules plugins/module_utils
+
+test-unit:
+	python -m pytest -q tests/unit
+
+test-lint:
+	ansible-lint --offline
+
+test-sanity:
+	scripts/sanity.sh
+
+test-integration:
+	$(KERNEL_LOCK) python -m pytest -q -p no:cacheprovider tests/integration
+
+test-molecule: molecule-node molecule-container molecule-fleet
+
+clean:
+	rm -rf build .cache tests/output .pytest_cache

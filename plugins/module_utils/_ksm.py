@@ -1,0 +1,204 @@
+# -*- coding: utf-8 -*-
+# Copyright: samepage.ksm contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""KSM sysfs knob table, parsing and validation shared by the collection's modules.
+
+Private to the collection (leading underscore): no compatibility promise to other code.
+Keep this file Python 2.7 / 3.6 clean: it runs on the managed host.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+from collections import namedtuple
+
+DEFAULT_SYSFS_PATH = '/sys/kernel/mm/ksm'
+
+UINT_MAX = 4294967295
+INT_MAX = 2147483647
+
+# kind: 'int' (decimal, bounded), 'bool' (0/1), 'choice' (one of choices)
+KnobSpec = namedtuple('KnobSpec', ['name', 'kind', 'minimum', 'maximum', 'choices', 'needs_unmerge', 'help'])
+
+
+def _int(name, minimum, maximum, help_text, needs_unmerge=False):
+    return KnobSpec(name, 'int', minimum, maximum, None, needs_unmerge, help_text)
+
+
+def _bool(name, help_text):
+    return KnobSpec(name, 'bool', 0, 1, None, False, help_text)
+
+
+# Safe write order. advisor_mode goes first: the kernel rejects pages_to_scan (EINVAL) while the
+# scan-time advisor is on, so switching the advisor off must happen before pages_to_scan is written.
+# Knobs that need an empty stable tree (EBUSY otherwise) come next, and run goes last so that
+# ksmd starts with the final tuning.
+KNOBS = (
+    KnobSpec('advisor_mode', 'choice', None, None, ('none', 'scan-time'), False,
+             'Automatic pages_to_scan tuning: none or scan-time.'),
+    _int('advisor_max_cpu', 1, 100, 'Upper bound of ksmd CPU use, percent, for the scan-time advisor.'),
+    _int('advisor_min_pages_to_scan', 0, UINT_MAX, 'Lower bound of pages_to_scan chosen by the advisor.'),
+    _int('advisor_max_pages_to_scan', 0, UINT_MAX, 'Upper bound of pages_to_scan chosen by the advisor.'),
+    _int('advisor_target_scan_time', 1, UINT_MAX, 'Seconds the advisor aims for one full scan.'),
+    _int('pages_to_scan', 0, UINT_MAX, 'Pages ksmd scans before it sleeps.'),
+    _int('sleep_millisecs', 0, UINT_MAX, 'Milliseconds ksmd sleeps between scans.'),
+    _bool('use_zero_pages', 'Merge empty pages with the kernel zero page.'),
+    _bool('smart_scan', 'Skip pages that did not de-duplicate in earlier scans.'),
+    _int('stable_node_chains_prune_millisecs', 0, UINT_MAX, 'How often stale stable_node chains are pruned.'),
+    _int('merge_across_nodes', 0, 1, 'Merge pages across NUMA nodes.', needs_unmerge=True),
+    _int('max_page_sharing', 2, INT_MAX, 'Most pages that may share one KSM page.', needs_unmerge=True),
+    _int('run', 0, 2, '0 stops ksmd, 1 runs it, 2 stops it and unmerges every merged page.'),
+)
+
+KNOB_BY_NAME = dict((k.name, k) for k in KNOBS)
+KNOB_NAMES = tuple(k.name for k in KNOBS)
+
+# Read-only counters the kernel may expose (newer kernels add more; readers keep unknown ones).
+COUNTERS = (
+    'pages_shared', 'pages_sharing', 'pages_unshared', 'pages_volatile', 'pages_scanned',
+    'pages_skipped', 'full_scans', 'general_profit', 'ksm_zero_pages', 'stable_node_chains',
+    'stable_node_dups',
+)
+
+_TRUE = ('1', 'y', 'yes', 'on', 'true')
+_FALSE = ('0', 'n', 'no', 'off', 'false')
+
+
+class KsmError(Exception):
+    """A failure with a message fit for the user."""
+
+
+def parse_knob(name, raw):
+    """Turn the kernel's text for a knob into a Python value.
+
+    ``advisor_mode`` prints every choice with the active one in brackets (``[none] scan-time``).
+    """
+    text = raw.strip()
+    spec = KNOB_BY_NAME.get(name)
+    if spec is not None and spec.kind == 'choice':
+        for word in text.split():
+            if word.startswith('[') and word.endswith(']'):
+                return word[1:-1]
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def format_knob(name, value):
+    """The text written to the knob's sysfs file."""
+    spec = KNOB_BY_NAME[name]
+    if spec.kind == 'choice':
+        return str(value)
+    return str(int(value))
+
+
+def describe_accepted(spec):
+    if spec.kind == 'choice':
+        return 'one of %s' % ', '.join(repr(c) for c in spec.choices)
+    if spec.kind == 'bool':
+        return 'a boolean (true/false, yes/no, 1/0)'
+    return 'a whole number from %d to %d' % (spec.minimum, spec.maximum)
+
+
+def normalize_value(name, value):
+    """Validate one user value. Returns (normalized, error_message_or_None)."""
+    spec = KNOB_BY_NAME.get(name)
+    if spec is None:
+        return None, 'unknown KSM knob %r; known knobs: %s' % (name, ', '.join(KNOB_NAMES))
+    accepted = describe_accepted(spec)
+    if spec.kind == 'choice':
+        text = value if isinstance(value, str) else None
+        if text is None or text.strip() not in spec.choices:
+            return None, '%s: invalid value %r; expected %s' % (name, value, accepted)
+        return text.strip(), None
+    if spec.kind == 'bool':
+        if isinstance(value, bool):
+            return int(value), None
+        if isinstance(value, int) and value in (0, 1):
+            return value, None
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return (1 if value.strip().lower() in _TRUE else 0), None
+        return None, '%s: invalid value %r; expected %s' % (name, value, accepted)
+    # int
+    if isinstance(value, bool):
+        return None, '%s: invalid value %r; expected %s' % (name, value, accepted)
+    number = None
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    if number is None or number < spec.minimum or number > spec.maximum:
+        return None, '%s: invalid value %r; expected %s' % (name, value, accepted)
+    return number, None
+
+
+def validate_settings(settings, current=None):
+    """Validate a mapping of knob -> value (None values are ignored).
+
+    ``current`` (knob -> value as read) lets cross-knob rules see values the user leaves alone.
+    Returns (normalized_dict, errors). Nothing is written here.
+    """
+    errors = []
+    wanted = {}
+    for name in sorted(settings):
+        value = settings[name]
+        if value is None:
+            continue
+        normalized, error = normalize_value(name, value)
+        if error:
+            errors.append(error)
+        else:
+            wanted[name] = normalized
+    current = current or {}
+    effective = dict(current)
+    effective.update(wanted)
+    if 'pages_to_scan' in wanted and effective.get('advisor_mode') == 'scan-time':
+        errors.append(
+            'pages_to_scan cannot be set while advisor_mode is scan-time (the advisor owns it and '
+            'the kernel answers EINVAL); set advisor_mode: none, or leave pages_to_scan unset')
+    low, high = effective.get('advisor_min_pages_to_scan'), effective.get('advisor_max_pages_to_scan')
+    if isinstance(low, int) and isinstance(high, int) and low > high and (
+            'advisor_min_pages_to_scan' in wanted or 'advisor_max_pages_to_scan' in wanted):
+        errors.append('advisor_min_pages_to_scan (%d) must not exceed advisor_max_pages_to_scan (%d)' % (low, high))
+    return wanted, errors
+
+
+def ordered(names):
+    """Knob names sorted into the safe write order."""
+    index = dict((n, i) for i, n in enumerate(KNOB_NAMES))
+    return sorted(names, key=lambda n: index.get(n, len(index)))
+
+
+def read_file(path):
+    with open(path, 'r') as handle:
+        return handle.read()
+
+
+def read_all(sysfs_path=DEFAULT_SYSFS_PATH):
+    """Every readable entry of the KSM sysfs directory, parsed (knobs and counters)."""
+    values = {}
+    for entry in sorted(os.listdir(sysfs_path)):
+        path = os.path.join(sysfs_path, entry)
+        if not os.path.isfile(path):
+            continue
+        try:
+            values[entry] = parse_knob(entry, read_file(path))
+        except (IOError, OSError):
+            continue
+    return values
+
+
+def require_sysfs(sysfs_path=DEFAULT_SYSFS_PATH):
+    """Raise KsmError unless the KSM sysfs directory exists."""
+    if not os.path.isdir(sysfs_path):
+        raise KsmError(
+            '%s does not exist: this kernel lacks KSM (CONFIG_KSM is off) or this is a container '
+            'that cannot see it; target the hardware node' % sysfs_path)
