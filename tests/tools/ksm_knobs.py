@@ -37,6 +37,7 @@ def write(name, value):
 
 
 def save():
+    """Every writable knob present on this kernel, as the kernel reports it."""
     return {name: read(name) for name in ORDER + ["run"] if os.path.exists(os.path.join(SYSFS, name))}
 
 
