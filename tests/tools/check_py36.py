@@ -23,7 +23,7 @@ def main(paths):
             print("%s:%s: not Python 3.6 syntax: %s" % (path, exc.lineno, exc.msg))
             bad += 1
     result = subprocess.run(
-        [sys.executable, "-m", "vermin", "--no-tips", "--violations", "--target=3.6-",
+        [str(pathlib.Path(sys.executable).with_name("vermin")), "--no-tips", "--violations", "--target=3.6-",
          "--eval-annotations", "--no-parse-comments"] + [str(f) for f in files],
         capture_output=True, text=True)
     if result.returncode != 0:
