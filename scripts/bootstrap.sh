@@ -12,7 +12,7 @@ log() { printf '==> %s\n' "$*" >&2; }
 
 apt_packages=(podman runc debootstrap uidmap fuse-overlayfs rpm dnf dnf-plugins-core
   createrepo-c python3-dnf openssh-server openssh-client iproute2 gcc libc6-dev make
-  util-linux procps ca-certificates)
+  util-linux procps ca-certificates shellcheck)
 
 install_apt() {
   local missing=()
@@ -22,7 +22,7 @@ install_apt() {
   if [ "${#missing[@]}" -gt 0 ]; then
     log "apt-get install ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 }
 

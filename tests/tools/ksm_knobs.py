@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Save and restore the real kernel's KSM knobs around tests that change them.
 
     ksm_knobs.py save FILE      write every writable knob's value to FILE (JSON)

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Start processes that hold identical, mergeable memory, for tests and benchmarks on the real kernel.
 
     ksm_workload.py --mib 64 --procs 2 [--opt-in madvise|prctl|none] [--seconds 60]
@@ -51,7 +51,7 @@ class Workload:
         return [c.pid for c in self.children]
 
     def __enter__(self):
-        for _ in range(self.procs):
+        for _index in range(self.procs):
             child = subprocess.Popen(
                 [sys.executable, os.path.abspath(__file__), "--child", "--mib", str(self.mib),
                  "--opt-in", self.opt_in, "--seconds", str(self.seconds)],
