@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import os
 from collections import namedtuple
 
@@ -64,6 +65,11 @@ COUNTERS = (
     'stable_node_dups',
 )
 
+try:
+    _STRING_TYPES = (str, unicode)  # noqa: F821 (Python 2)
+except NameError:
+    _STRING_TYPES = (str,)
+
 _TRUE = ('1', 'y', 'yes', 'on', 'true')
 _FALSE = ('0', 'n', 'no', 'off', 'false')
 
@@ -113,7 +119,7 @@ def normalize_value(name, value):
         return None, 'unknown KSM knob %r; known knobs: %s' % (name, ', '.join(KNOB_NAMES))
     accepted = describe_accepted(spec)
     if spec.kind == 'choice':
-        text = value if isinstance(value, str) else None
+        text = value if isinstance(value, _STRING_TYPES) else None
         if text is None or text.strip() not in spec.choices:
             return None, '%s: invalid value %r; expected %s' % (name, value, accepted)
         return text.strip(), None
@@ -122,7 +128,7 @@ def normalize_value(name, value):
             return int(value), None
         if isinstance(value, int) and value in (0, 1):
             return value, None
-        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        if isinstance(value, _STRING_TYPES) and value.strip().lower() in _TRUE + _FALSE:
             return (1 if value.strip().lower() in _TRUE else 0), None
         return None, '%s: invalid value %r; expected %s' % (name, value, accepted)
     # int
@@ -131,7 +137,7 @@ def normalize_value(name, value):
     number = None
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, _STRING_TYPES) and value.strip().isdigit():
         number = int(value.strip())
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
@@ -157,8 +163,17 @@ def validate_settings(settings, current=None):
             errors.append(error)
         else:
             wanted[name] = normalized
-    current = current or {}
-    effective = dict(current)
+    errors.extend(cross_check(wanted, current))
+    return wanted, errors
+
+
+def cross_check(wanted, current=None):
+    """Errors from rules that tie knobs together; ``wanted`` holds normalized values.
+
+    ``current`` (knob -> value as read) supplies the values the user leaves alone.
+    """
+    errors = []
+    effective = dict(current or {})
     effective.update(wanted)
     if 'pages_to_scan' in wanted and effective.get('advisor_mode') == 'scan-time':
         errors.append(
@@ -168,7 +183,7 @@ def validate_settings(settings, current=None):
     if isinstance(low, int) and isinstance(high, int) and low > high and (
             'advisor_min_pages_to_scan' in wanted or 'advisor_max_pages_to_scan' in wanted):
         errors.append('advisor_min_pages_to_scan (%d) must not exceed advisor_max_pages_to_scan (%d)' % (low, high))
-    return wanted, errors
+    return errors
 
 
 def ordered(names):
@@ -194,6 +209,68 @@ def read_all(sysfs_path=DEFAULT_SYSFS_PATH):
         except (IOError, OSError):
             continue
     return values
+
+
+def knob_path(sysfs_path, name):
+    return os.path.join(sysfs_path, name)
+
+
+def read_knob(sysfs_path, name):
+    """One knob or counter, parsed; raises IOError/OSError when it cannot be read."""
+    return parse_knob(name, read_file(knob_path(sysfs_path, name)))
+
+
+def write_knob(sysfs_path, name, value):
+    """Write one knob the way ``echo VALUE > FILE`` does: one write() of the text and a newline.
+
+    No O_CREAT: a knob the kernel lacks raises ENOENT instead of appearing as a plain file.
+    Raises IOError/OSError with the kernel's errno (EINVAL, EBUSY, EACCES, ...).
+    """
+    data = (format_knob(name, value) + '\n').encode('ascii')
+    fd = os.open(knob_path(sysfs_path, name), os.O_WRONLY | os.O_TRUNC)
+    try:
+        written = os.write(fd, data)
+    finally:
+        os.close(fd)
+    if written != len(data):
+        raise IOError(errno.EIO, 'short write (%d of %d bytes)' % (written, len(data)))
+
+
+def describe_os_error(error):
+    """``[EBUSY] Device or resource busy`` for an IOError/OSError."""
+    code = getattr(error, 'errno', None)
+    name = errno.errorcode.get(code, str(code)) if code is not None else 'error'
+    return '[%s] %s' % (name, getattr(error, 'strerror', None) or error)
+
+
+def read_meminfo(path='/proc/meminfo'):
+    """/proc/meminfo as a dict of name -> bytes (values given in kB are converted)."""
+    info = {}
+    with open(path, 'r') as handle:
+        for line in handle:
+            name, sep, rest = line.partition(':')
+            fields = rest.split()
+            if not sep or not fields:
+                continue
+            try:
+                number = int(fields[0])
+            except ValueError:
+                continue
+            if len(fields) > 1 and fields[1].lower() == 'kb':
+                number *= 1024
+            info[name.strip()] = number
+    return info
+
+
+def available_memory(meminfo):
+    """Bytes the kernel can hand out without swapping: MemAvailable, or its pre-3.14 estimate."""
+    if 'MemAvailable' in meminfo:
+        return meminfo['MemAvailable']
+    return meminfo.get('MemFree', 0) + meminfo.get('Buffers', 0) + meminfo.get('Cached', 0)
+
+
+def page_size():
+    return os.sysconf('SC_PAGE_SIZE')
 
 
 def require_sysfs(sysfs_path=DEFAULT_SYSFS_PATH):
