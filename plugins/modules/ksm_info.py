@@ -26,21 +26,10 @@ description:
   - Never changes anything.
 author:
   - samepage.ksm maintainers
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-    details:
-      - This action does not modify state.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
-    support: N/A
-    details:
-      - This action does not modify state.
-  platform:
-    description: Target OS/families that can be operated against.
-    support: full
-    platforms: posix
+extends_documentation_fragment:
+  - samepage.ksm._attributes
+  - samepage.ksm._attributes.info_module
+  - samepage.ksm._attributes.platform
 options:
   sysfs_path:
     description:

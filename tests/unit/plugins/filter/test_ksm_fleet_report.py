@@ -1,0 +1,228 @@
+"""The fleet report and Prometheus textfile filters, fed with ksm_info results."""
+import copy
+import json
+import re
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.samepage.ksm.plugins.filter.ksm_fleet_report import FilterModule as ReportFilters
+from ansible_collections.samepage.ksm.plugins.filter.ksm_fleet_report import ksm_fleet_report
+from ansible_collections.samepage.ksm.plugins.filter.ksm_prometheus import FilterModule as PromFilters
+from ansible_collections.samepage.ksm.plugins.filter.ksm_prometheus import ksm_prometheus
+from ansible_collections.samepage.ksm.plugins.module_utils import _ksm_info
+
+MIB = 1048576
+
+
+def ksm_result(saved_pages, shared, profit=None, host="hn", run=1, top=(), cpu=1.5, full_scans=3,
+               unshared=0, zero=0):
+    counters = {"pages_shared": shared, "pages_sharing": saved_pages, "pages_unshared": unshared,
+                "pages_volatile": 0, "full_scans": full_scans, "ksm_zero_pages": zero, "pages_scanned": 1000}
+    if profit is not None:
+        counters["general_profit"] = profit
+    saved = (saved_pages + zero) * 4096
+    return {"changed": False, "ksm": {
+        "available": True, "reason": None, "knobs": {"run": run, "pages_to_scan": 5000, "sleep_millisecs": 20},
+        "counters": counters, "page_size": 4096, "saved_bytes": saved, "saved_mib": round(saved / MIB, 2),
+        "general_profit_bytes": profit, "general_profit_mib": None if profit is None else round(profit / MIB, 2),
+        "sharing_ratio": round(saved_pages / shared, 4) if shared else None,
+        "unshared_ratio": round(unshared / saved_pages, 4) if saved_pages else None,
+        "kernel": {"config_ksm": "y", "config_source": "/proc/config.gz", "release": "6.18"},
+        "ksmd": {"running": True, "pid": 37, "cpu_seconds": cpu}, "top_processes": list(top), "host": host}}
+
+
+NO_KSM = {"changed": False, "ksm": {
+    "available": False, "reason": "/sys/kernel/mm/ksm does not exist: the kernel lacks KSM", "knobs": {},
+    "counters": {}, "page_size": 4096, "saved_bytes": None, "saved_mib": None, "general_profit_bytes": None,
+    "general_profit_mib": None, "sharing_ratio": None, "unshared_ratio": None,
+    "kernel": {"config_ksm": "n", "config_source": "/boot/config-3.10", "release": "3.10"},
+    "ksmd": {"running": False, "pid": None, "cpu_seconds": None}, "top_processes": [], "host": "ct1"}}
+UNREACHABLE = {"unreachable": True, "changed": False,
+               "msg": "Failed to connect to the host via ssh: Connection refused\nmore detail"}
+FAILED = {"failed": False, "msg": "MODULE FAILURE: /usr/bin/python: not found", "rc": 127}
+
+PROCS = [{"pid": 10 + i, "comm": "worker|%d" % i, "merging_pages": 8192 - i, "profit_bytes": (32 - i) * MIB,
+          "merge_any": True, "mergeable": True} for i in range(5)]
+
+
+@pytest.fixture
+def fleet():
+    return {
+        "node-b": ksm_result(25600, 2, profit=100 * MIB, host="b", top=PROCS, unshared=2560),
+        "node-a": ksm_result(2560, 0 + 1, profit=9 * MIB, host="a", run=0),
+        "ct-1": copy.deepcopy(NO_KSM),
+        "ghost": dict(UNREACHABLE),
+        "broken": dict(FAILED),
+        "limited": None,
+    }
+
+
+def table_rows(markdown):
+    rows = [line for line in markdown.splitlines() if line.startswith("| ")]
+    header, body = rows[0], rows[1:]
+    return header, {re.split(r"(?<!\\)\|", row)[1].strip(): [c.strip() for c in re.split(r"(?<!\\)\|", row)[2:-1]]
+                    for row in body}
+
+
+def test_filters_are_registered():
+    assert ReportFilters().filters() == {"ksm_fleet_report": ksm_fleet_report}
+    assert PromFilters().filters() == {"ksm_prometheus": ksm_prometheus}
+
+
+def test_totals_count_only_hosts_that_reported(fleet):
+    report = ksm_fleet_report(fleet, "2026-11-26T12:00:00Z")
+    totals = report["totals"]
+    assert totals == {
+        "hosts": 6, "reporting": 2, "unreachable": 1, "no_ksm": 1, "failed": 2,
+        "saved_bytes": (25600 + 2560) * 4096, "saved_mib": 110.0,
+        "general_profit_bytes": 109 * MIB, "general_profit_mib": 109.0,
+        "pages_shared": 3, "pages_sharing": 28160, "sharing_ratio": round(28160 / 3, 4),
+    }
+
+
+def test_statuses_and_reasons(fleet):
+    hosts = {h["host"]: h for h in ksm_fleet_report(fleet)["hosts"]}
+    assert [h for h in hosts] == sorted(fleet)
+    assert hosts["node-b"]["status"] == "ok" and hosts["node-b"]["reason"] is None
+    assert hosts["ct-1"]["status"] == "no_ksm" and "does not exist" in hosts["ct-1"]["reason"]
+    assert hosts["ct-1"]["config_ksm"] == "n"
+    assert hosts["ghost"]["status"] == "unreachable"
+    assert hosts["ghost"]["reason"] == "Failed to connect to the host via ssh: Connection refused"
+    assert hosts["broken"]["status"] == "failed" and "python: not found" in hosts["broken"]["reason"]
+    assert hosts["limited"]["status"] == "failed" and hosts["limited"]["reason"] == "no ksm_info result for this host"
+    for name in ("ct-1", "ghost", "broken", "limited"):
+        assert hosts[name]["saved_bytes"] is None, name  # never a zero for a host that did not report
+
+
+def test_markdown_table(fleet):
+    markdown = ksm_fleet_report(fleet, "2026-11-26T12:00:00Z", top=2)["markdown"]
+    assert markdown.startswith("# KSM fleet report\n\nGenerated 2026-11-26T12:00:00Z from 6 hosts.\n")
+    header, rows = table_rows(markdown)
+    assert header.split("|")[1:-1] == [
+        " Host ", " Status ", " Saved MiB ", " General profit MiB ", " sharing/shared ", " unshared/sharing ",
+        " Full scans ", " ksmd CPU s ", " Top processes (profit) "]
+    assert rows["node-b"][:7] == ["ok", "100.00", "100.00", "12800.00", "0.10", "3", "1.50"]
+    # comm names with a pipe are escaped; two processes shown, the rest counted
+    assert rows["node-b"][7] == "worker\\|0[10] 32.00 MiB, worker\\|1[11] 31.00 MiB, +3 more"
+    assert rows["node-a"][0] == "ok (run=0)" and rows["node-a"][1] == "10.00"
+    assert rows["node-a"][7] == "-"
+    assert rows["ghost"] == ["unreachable: Failed to connect to the host via ssh: Connection refused"] + ["n/a"] * 7
+    assert rows["ct-1"][0].startswith("no KSM: /sys/kernel/mm/ksm does not exist") and rows["ct-1"][1:] == ["n/a"] * 7
+    assert rows["broken"][0].startswith("failed: MODULE FAILURE")
+    assert ("**Fleet total:** 110.00 MiB saved, general profit 109.00 MiB, on 2 of 6 hosts "
+            "(1 unreachable, 1 without KSM, 2 failed).") in markdown
+
+
+def test_json_holds_the_same_data(fleet):
+    report = ksm_fleet_report(fleet, "2026-11-26T12:00:00Z")
+    document = json.loads(report["json"])
+    assert document["generated"] == "2026-11-26T12:00:00Z"
+    assert document["totals"] == report["totals"]
+    assert document["hosts"] == report["hosts"]
+    node_b = next(h for h in document["hosts"] if h["host"] == "node-b")
+    assert len(node_b["top_processes"]) == 5  # the JSON keeps every process the module returned
+    assert node_b["counters"]["pages_sharing"] == 25600
+
+
+def test_old_kernels_without_general_profit(fleet):
+    old = {"old-1": ksm_result(256, 1), "old-2": ksm_result(512, 2, top=[
+        {"pid": 5, "comm": "java", "merging_pages": 256, "profit_bytes": None, "merge_any": None,
+         "mergeable": None}])}
+    report = ksm_fleet_report(old)
+    assert report["totals"]["general_profit_bytes"] is None and report["totals"]["general_profit_mib"] is None
+    _, rows = table_rows(report["markdown"])
+    assert rows["old-1"][2] == "n/a"
+    assert rows["old-2"][7] == "java[5] 1.00 MiB"  # merging pages x page size when the kernel has no profit
+    assert "general profit n/a MiB" in report["markdown"]
+    assert "Generated" not in report["markdown"]
+
+
+def test_empty_fleet():
+    report = ksm_fleet_report({})
+    assert report["totals"]["hosts"] == 0 and report["totals"]["saved_bytes"] == 0
+    assert report["totals"]["sharing_ratio"] is None
+    assert json.loads(report["json"])["hosts"] == []
+
+
+@pytest.mark.parametrize("bad, kwargs, message", [
+    ([{"host": "a"}], {}, "expected a mapping of host name"),
+    ("text", {}, "expected a mapping of host name"),
+    ({}, {"top": -1}, "top must be a whole number"),
+    ({}, {"top": "3"}, "top must be a whole number"),
+])
+def test_bad_input(bad, kwargs, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        ksm_fleet_report(bad, **kwargs)
+
+
+# --- Prometheus textfile ------------------------------------------------------------------------
+
+METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+
+
+def parse_textfile(text):
+    """Check the node_exporter text format strictly; return {metric: (type, value)}."""
+    assert text.endswith("\n")
+    metrics, helps, types = {}, set(), {}
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name = line.split()[2]
+            assert name not in helps, "duplicate HELP for %s" % name
+            helps.add(name)
+        elif line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            assert kind in ("gauge", "counter")
+            types[name] = kind
+        else:
+            name, value = line.split(" ")
+            assert METRIC_NAME.match(name), name
+            assert name in helps and name in types, "%s has no HELP/TYPE before it" % name
+            assert name not in metrics, "duplicate sample %s" % name
+            metrics[name] = (types[name], float(value))
+    for name, (kind, _) in metrics.items():
+        assert name.startswith("node_ksm_")
+        assert name.endswith("_total") == (kind == "counter"), name
+    return metrics
+
+
+def test_prometheus_textfile_for_a_ksm_host():
+    ksm = ksm_result(25600, 2, profit=100 * MIB, unshared=2560, zero=10)["ksm"]
+    metrics = parse_textfile(ksm_prometheus(ksm))
+    assert metrics["node_ksm_available"] == ("gauge", 1.0)
+    assert metrics["node_ksm_saved_bytes"] == ("gauge", float((25600 + 10) * 4096))
+    assert metrics["node_ksm_general_profit_bytes"] == ("gauge", float(100 * MIB))
+    assert metrics["node_ksm_pages_sharing"] == ("gauge", 25600.0)
+    assert metrics["node_ksm_pages_shared"] == ("gauge", 2.0)
+    assert metrics["node_ksm_zero_pages"] == ("gauge", 10.0)
+    assert metrics["node_ksm_full_scans_total"] == ("counter", 3.0)
+    assert metrics["node_ksm_pages_scanned_total"] == ("counter", 1000.0)
+    assert metrics["node_ksm_sleep_seconds"] == ("gauge", 0.02)
+    assert metrics["node_ksm_run"] == ("gauge", 1.0)
+    assert metrics["node_ksm_ksmd_running"] == ("gauge", 1.0)
+    assert metrics["node_ksm_ksmd_cpu_seconds_total"] == ("counter", 1.5)
+    assert "node_ksm_general_profit_bytes" not in parse_textfile(ksm_prometheus(ksm_result(1, 1)["ksm"]))
+
+
+def test_prometheus_textfile_without_ksm_is_not_zeros():
+    metrics = parse_textfile(ksm_prometheus(NO_KSM["ksm"]))
+    assert metrics == {"node_ksm_available": ("gauge", 0.0)}
+
+
+def test_prometheus_rejects_a_whole_registered_result():
+    with pytest.raises(AnsibleFilterError, match='expected the "ksm" dictionary'):
+        ksm_prometheus(UNREACHABLE)
+
+
+def test_module_output_feeds_both_filters(fake_sysfs, tmp_path):
+    """The real gathering code on a fake tree, straight into the filters: the shapes agree."""
+    for name, value in {"pages_shared": 3, "pages_sharing": 3000, "general_profit": 12000000}.items():
+        (fake_sysfs / name).write_text("%d\n" % value)
+    info, warnings = _ksm_info.gather(str(fake_sysfs), str(tmp_path / "proc"), top=3,
+                                      config_paths=[str(tmp_path / "none")], size=4096, ticks=100)
+    assert warnings == []
+    report = ksm_fleet_report({"hn1": {"changed": False, "ksm": info}, "hn2": {"changed": False, "ksm": info}})
+    assert report["totals"]["saved_bytes"] == 2 * 3000 * 4096
+    assert report["totals"]["reporting"] == 2
+    metrics = parse_textfile(ksm_prometheus(info))
+    assert metrics["node_ksm_saved_bytes"] == ("gauge", 3000 * 4096.0)
