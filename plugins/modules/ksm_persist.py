@@ -1,0 +1,461 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: samepage.ksm contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: ksm_persist
+short_description: Apply KSM (kernel same-page merging) knobs at every boot
+version_added: 1.0.0
+description:
+  - Makes KSM knob values survive reboots, with one of three boot mechanisms (O(backend)).
+    It only writes boot configuration; use M(samepage.ksm.ksm_sysfs) to set the running kernel.
+  - V(rc_local) (the default) keeps one managed block, between the lines
+    C(# BEGIN samepage.ksm managed block) and C(# END samepage.ksm managed block), in O(rc_local_path).
+    The block writes the knobs when O(sysfs_path) exists, in the same safe order as M(samepage.ksm.ksm_sysfs)
+    (C(advisor_mode) first, C(merge_across_nodes) and C(max_page_sharing) before C(run), C(run) last).
+    Every line of the file outside the block is kept byte for byte.
+  - Where the block goes. An existing block is updated in place. A new block goes right before the file's
+    trailing C(exit) (the last command of the file, ignoring blank and comment lines after it, when it is
+    an C(exit) at the start of a line, such as Debian's C(exit 0)), because a block after it would never run.
+    Otherwise it goes at the end of the file. Any other C(exit) is left alone; an unconditional C(exit)
+    at the start of a line with commands after it gives a warning, since the block may then never run.
+  - A missing rc.local is created with C(#!/bin/sh) (not C(#!/bin/sh -e), which would stop at the first
+    failing write) and mode C(0755). An existing one is made executable when it is not, because
+    systemd's C(rc-local.service) runs it only then. When O(rc_local_path) is a symbolic link
+    (EL's C(/etc/rc.local) to C(/etc/rc.d/rc.local)), the target is edited and the link kept.
+  - V(systemd) writes C(samepage-ksm.service), a oneshot unit with C(ConditionPathExists=) O(sysfs_path),
+    C(RemainAfterExit=yes), C(WantedBy=multi-user.target) and one C(ExecStart=) per knob in safe order.
+    The module does not run C(systemctl); it returns RV(daemon_reload_needed) and the RV(units) to enable and start.
+  - V(tmpfiles) writes C(samepage-ksm.conf) in O(tmpfiles_dir) with one C(w) line per knob;
+    systemd-tmpfiles applies the lines in the order they are listed (tmpfiles.d(5)) early at boot.
+  - Boot boost, then relax. With O(boost), the knobs in O(boost) get those values at boot and their
+    O(settings) values O(boost_seconds) later. rc.local starts a detached background step
+    (C(setsid), or C(nohup) where C(setsid) is missing) that sleeps and then writes; the systemd backend
+    adds C(samepage-ksm-relax.timer) (C(OnBootSec=) O(boost_seconds)) and C(samepage-ksm-relax.service).
+    tmpfiles.d cannot delay a write, so O(boost) with O(backend=tmpfiles) is an error.
+  - With O(state=present), what the other backends of this module left is removed (switching backend).
+    With O(state=absent), every backend's artefacts of this module are removed, and only those
+    (the managed block, and our unit and tmpfiles files with their C(.wants) links).
+  - Every option is validated, and every file read and planned, before anything is written;
+    on any error nothing is written.
+author:
+  - samepage.ksm contributors
+extends_documentation_fragment:
+  - samepage.ksm._attributes
+  - samepage.ksm._attributes.platform
+  - samepage.ksm._attributes.files
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+    details:
+      - One diff per file that is created, changed or removed, with the whole file before and after.
+  platform:
+    platforms: linux
+  safe_file_operations:
+    support: full
+options:
+  state:
+    description:
+      - V(present) writes the boot configuration of O(backend) and removes the other backends' artefacts.
+      - V(absent) removes the artefacts of every backend.
+      - With V(absent), rc.local itself is kept, even when only C(#!/bin/sh) is left in it: the file may
+        predate the block, and a script that only has a shebang does nothing at boot.
+    type: str
+    choices: [present, absent]
+    default: present
+  backend:
+    description:
+      - How the knobs are applied at boot. Ignored with O(state=absent).
+    type: str
+    choices: [rc_local, systemd, tmpfiles]
+    default: rc_local
+  settings:
+    description:
+      - Knob name to value, for example C({run: 1, pages_to_scan: 100, sleep_millisecs: 50}).
+      - Knobs are those of M(samepage.ksm.ksm_sysfs), with the same accepted values.
+      - Required, and not empty, with O(state=present).
+    type: dict
+  boost:
+    description:
+      - Knob name to value written at boot instead of the O(settings) value, for O(boost_seconds) seconds
+        (for example C({pages_to_scan: 5000, sleep_millisecs: 10}) to merge fast while the host starts).
+      - Every knob in O(boost) must also be in O(settings), which gives its value after the boost.
+      - C(merge_across_nodes) and C(max_page_sharing) cannot be boosted (the kernel changes them only
+        while nothing is merged).
+      - Not possible with O(backend=tmpfiles).
+    type: dict
+  boost_seconds:
+    description:
+      - Seconds after boot when the O(boost) values are replaced by the O(settings) values. 1 or more.
+    type: int
+    default: 600
+  sysfs_path:
+    description:
+      - The KSM sysfs directory that the boot configuration writes to (and checks for).
+      - Letters, digits and C(. _ + - /) only, since it is written into shell, unit and tmpfiles lines.
+    type: path
+    default: /sys/kernel/mm/ksm
+  rc_local_path:
+    description:
+      - The rc.local file (or the symbolic link to it).
+    type: path
+    default: /etc/rc.local
+  systemd_dir:
+    description:
+      - Where the systemd unit files go.
+    type: path
+    default: /etc/systemd/system
+  tmpfiles_dir:
+    description:
+      - Where the tmpfiles.d file goes.
+    type: path
+    default: /etc/tmpfiles.d
+  backup:
+    description:
+      - Keep a timestamped copy of rc.local before changing it. The unit and tmpfiles files are entirely
+        generated by this module and are not backed up.
+    type: bool
+    default: false
+notes:
+  - The module never runs C(systemctl) or C(systemd-tmpfiles). With the systemd backend, run
+    C(systemctl daemon-reload) when RV(daemon_reload_needed), then enable and start RV(units) in the
+    order given (the timer after the service). On systemd hosts, rc.local runs through RV(rc_local_service),
+    which systemd's rc-local generator adds to the boot when the file is executable.
+  - A knob that the booted kernel lacks is skipped at boot with a message in the boot log, and the
+    other knobs are still written.
+seealso:
+  - module: samepage.ksm.ksm_sysfs
+  - name: Kernel Samepage Merging
+    description: The kernel's documentation of every KSM knob.
+    link: https://docs.kernel.org/admin-guide/mm/ksm.html
+  - name: tmpfiles.d(5)
+    description: The tmpfiles.d format, including the order in which lines are applied.
+    link: https://www.freedesktop.org/software/systemd/man/latest/tmpfiles.d.html
+'''
+
+EXAMPLES = r'''
+- name: Start ksmd at every boot, the rc.local way
+  samepage.ksm.ksm_persist:
+    settings:
+      run: 1
+      sleep_millisecs: 50
+
+- name: Scan hard for 10 minutes after boot, then relax (systemd timer)
+  samepage.ksm.ksm_persist:
+    backend: systemd
+    settings:
+      run: 1
+      pages_to_scan: 100
+      sleep_millisecs: 50
+    boost:
+      pages_to_scan: 5000
+      sleep_millisecs: 10
+    boost_seconds: 600
+  register: ksm_boot
+
+- name: Load and start the units
+  ansible.builtin.systemd_service:
+    name: "{{ item }}"
+    enabled: true
+    state: started
+    daemon_reload: "{{ ksm_boot.daemon_reload_needed }}"
+  loop: "{{ ksm_boot.units }}"
+
+- name: Remove every boot configuration of this collection
+  samepage.ksm.ksm_persist:
+    state: absent
+'''
+
+RETURN = r'''
+backend:
+  description: The backend in use; V(null) with O(state=absent).
+  returned: always
+  type: str
+  sample: rc_local
+files:
+  description: Every file written or removed (or that would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [/etc/rc.local]
+removed:
+  description: The files (and C(.wants) links) removed, a subset of RV(files).
+  returned: always
+  type: list
+  elements: str
+  sample: [/etc/systemd/system/samepage-ksm.service]
+daemon_reload_needed:
+  description: Whether a systemd unit file was written or removed, so that C(systemctl daemon-reload) is due.
+  returned: always
+  type: bool
+  sample: true
+units:
+  description: The units to enable and start, in that order (empty unless O(backend=systemd)).
+  returned: always
+  type: list
+  elements: str
+  sample: [samepage-ksm.service, samepage-ksm-relax.timer]
+units_removed:
+  description: Our units whose files were removed; stop them if they are still loaded.
+  returned: always
+  type: list
+  elements: str
+  sample: [samepage-ksm-relax.timer]
+rc_local_service:
+  description:
+    - The systemd unit that runs rc.local at boot on systemd hosts, when the rc_local backend is in use.
+    - systemd's rc-local generator adds it to the boot only when rc.local is executable (this module sees to that);
+      the unit has no C([Install]) section on most distributions, so start it rather than enable it.
+  returned: always
+  type: str
+  sample: rc-local.service
+rc_local_target:
+  description: The file edited for rc.local (the target of O(rc_local_path) when it is a symbolic link).
+  returned: always
+  type: str
+  sample: /etc/rc.d/rc.local
+backup_file:
+  description: The backup copy of rc.local made by O(backup); V(null) when none was made.
+  returned: always
+  type: str
+  sample: /etc/rc.local.12345.2026-11-27@00:00:00~
+settings:
+  description: The knobs and values written at boot after any boost, as the kernel gets them.
+  returned: always
+  type: dict
+  sample: {"run": "1", "sleep_millisecs": "50"}
+boost:
+  description: The knobs written at boot with their boost values (empty without O(boost)).
+  returned: always
+  type: dict
+  sample: {"pages_to_scan": "5000"}
+'''
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.samepage.ksm.plugins.module_utils import _persist as persist
+from ansible_collections.samepage.ksm.plugins.module_utils._fileedit import (
+    BlockError, file_diff, read_text, remove_file, write_atomic,
+)
+
+UNIT_MODE = 0o644
+RC_LOCAL_MODE = 0o755
+
+
+def printable(text):
+    """Text safe to return as JSON: undecodable bytes become U+FFFD (the file keeps them)."""
+    if text is None:
+        return None
+    return text.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')
+
+
+def file_mode(path):
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return None
+
+
+class Plan(object):
+    """The file operations to perform, computed before any of them is done."""
+
+    def __init__(self):
+        self.writes = []    # (path, before, after, mode, backup)
+        self.removals = []  # (path, before)
+        self.warnings = []
+
+    def write(self, path, before, after, mode, backup=False):
+        if before != after or file_mode(path) != mode:
+            self.writes.append((path, before, after, mode, backup))
+
+    def remove(self, path, before):
+        self.removals.append((path, before))
+
+    @property
+    def changed(self):
+        return bool(self.writes or self.removals)
+
+    def paths(self):
+        return [w[0] for w in self.writes] + [r[0] for r in self.removals]
+
+    def diffs(self):
+        result = []
+        for path, before, after, mode, dummy in self.writes:
+            diff = file_diff(path, printable(before), printable(after))
+            old_mode = file_mode(path)
+            if old_mode != mode:
+                if old_mode is not None:
+                    diff['before_header'] += ' (mode %04o)' % old_mode
+                diff['after_header'] += ' (mode %04o)' % mode
+            result.append(diff)
+        result.extend(file_diff(path, printable(before), None) for path, before in self.removals)
+        return result
+
+
+def require_dir(errors, path, what):
+    if not os.path.isdir(path):
+        errors.append('%s %s does not exist (or is not a directory); create it, or point %s elsewhere'
+                      % (what, path, what.split()[0]))
+
+
+def plan_rc_local(module, plan, errors, block):
+    """Add (block is text) or remove (block is None) our rc.local block."""
+    path = module.params['rc_local_path']
+    target = os.path.realpath(path)
+    try:
+        before = read_text(target)
+    except (IOError, OSError) as exc:
+        errors.append('cannot read %s: %s' % (target, exc))
+        return target
+    if os.path.isdir(target):
+        errors.append('rc_local_path %s is a directory; expected the rc.local file' % target)
+        return target
+    try:
+        if block is None:
+            if before is None or not persist.has_block(before):
+                return target
+            after = persist.remove_block(before)
+            plan.write(target, before, after, file_mode(target), backup=module.params['backup'])
+            return target
+        if before is None:
+            require_dir(errors, os.path.dirname(target), 'rc_local_path directory')
+            after = persist.SHEBANG + block
+            mode = RC_LOCAL_MODE
+        else:
+            after = persist.add_block(before, block)
+            mode = persist.executable_mode(file_mode(target))
+    except BlockError as exc:
+        errors.append('%s: %s' % (target, exc))
+        return target
+    start = after.index(persist.BEGIN)
+    early = persist.early_exit_lines(after, before=start)
+    if early:
+        plan.warnings.append(
+            '%s has an unconditional exit on line(s) %s before the samepage.ksm block, which may then '
+            'never run; move the block above it or remove that exit' % (target, ', '.join(str(n) for n in early)))
+    plan.write(target, before, after, mode, backup=module.params['backup'])
+    return target
+
+
+def plan_generated(plan, errors, path, text):
+    """Write (text) or remove (text is None) a file that is entirely ours."""
+    try:
+        before = read_text(path)
+    except (IOError, OSError) as exc:
+        errors.append('cannot read %s: %s' % (path, exc))
+        return
+    if text is None:
+        if before is not None or os.path.islink(path):
+            plan.remove(path, before)
+        return
+    plan.write(path, before, text, UNIT_MODE)
+
+
+def plan_wants_link(plan, systemd_dir, unit):
+    """Remove the link `systemctl enable` made for one of our units."""
+    link = os.path.join(systemd_dir, persist.WANTS[unit], unit)
+    if os.path.islink(link):
+        plan.remove(link, None)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type='str', default='present', choices=['present', 'absent']),
+            backend=dict(type='str', default='rc_local', choices=list(persist.BACKENDS)),
+            settings=dict(type='dict'),
+            boost=dict(type='dict'),
+            boost_seconds=dict(type='int', default=600),
+            sysfs_path=dict(type='path', default='/sys/kernel/mm/ksm'),
+            rc_local_path=dict(type='path', default='/etc/rc.local'),
+            systemd_dir=dict(type='path', default='/etc/systemd/system'),
+            tmpfiles_dir=dict(type='path', default='/etc/tmpfiles.d'),
+            backup=dict(type='bool', default=False),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    state = params['state']
+    backend = params['backend'] if state == 'present' else None
+    sysfs_path = params['sysfs_path'].rstrip('/') or '/'
+
+    boot, relax, errors = persist.validate(
+        state, params['backend'], params['settings'], params['boost'], params['boost_seconds'], sysfs_path)
+    if errors:
+        module.fail_json(msg='Invalid options, nothing was written: ' + '; '.join(errors), errors=errors)
+
+    # Decide: every file's new content, for every backend (ours is written, the others removed).
+    plan = Plan()
+    systemd_dir = params['systemd_dir']
+    tmpfiles_dir = params['tmpfiles_dir']
+    block = persist.rc_block(sysfs_path, boot, relax, params['boost_seconds']) if backend == 'rc_local' else None
+    rc_target = plan_rc_local(module, plan, errors, block)
+
+    units = persist.systemd_units(sysfs_path, boot, relax, params['boost_seconds']) if backend == 'systemd' else {}
+    if units:
+        require_dir(errors, systemd_dir, 'systemd_dir')
+    for name in (persist.SERVICE, persist.RELAX_SERVICE, persist.RELAX_TIMER):
+        plan_generated(plan, errors, os.path.join(systemd_dir, name), units.get(name))
+        if name in persist.WANTS and name not in units:
+            plan_wants_link(plan, systemd_dir, name)
+
+    conf = persist.tmpfiles_conf(sysfs_path, boot) if backend == 'tmpfiles' else None
+    if conf is not None:
+        require_dir(errors, tmpfiles_dir, 'tmpfiles_dir')
+    plan_generated(plan, errors, os.path.join(tmpfiles_dir, persist.TMPFILES_CONF), conf)
+
+    if errors:
+        module.fail_json(msg='Nothing was written: ' + '; '.join(errors), errors=errors)
+
+    unit_paths = set(os.path.join(systemd_dir, name) for name in (persist.SERVICE, persist.RELAX_SERVICE, persist.RELAX_TIMER))
+    unit_paths.update(os.path.join(systemd_dir, persist.WANTS[n], n) for n in persist.WANTS)
+    removed = [r[0] for r in plan.removals]
+    result = dict(
+        changed=plan.changed,
+        backend=backend,
+        files=plan.paths(),
+        removed=removed,
+        daemon_reload_needed=any(p in unit_paths for p in plan.paths()),
+        units=[n for n in (persist.SERVICE, persist.RELAX_TIMER) if n in units],
+        units_removed=[os.path.basename(p) for p in removed if p in unit_paths and os.path.dirname(p) == systemd_dir],
+        rc_local_service=persist.RC_LOCAL_SERVICE if backend == 'rc_local' else None,
+        rc_local_target=rc_target,
+        backup_file=None,
+        settings=dict(boot),
+        boost=dict((name, value) for name, value in boot if name in dict(relax)),
+    )
+    result['settings'].update(relax)
+    for warning in plan.warnings:
+        module.warn(warning)
+    if module._diff:
+        result['diff'] = plan.diffs()
+
+    # Act.
+    if not module.check_mode:
+        for path, before, after, mode, backup in plan.writes:
+            try:
+                backup_file = write_atomic(module, path, after, mode=mode, backup=backup)
+            except (IOError, OSError) as exc:
+                module.fail_json(msg='cannot write %s: %s' % (path, exc), **result)
+            if backup_file:
+                result['backup_file'] = backup_file
+        for path, before in plan.removals:
+            try:
+                remove_file(path)
+            except (IOError, OSError) as exc:
+                module.fail_json(msg='cannot remove %s: %s' % (path, exc), **result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
