@@ -312,13 +312,13 @@ def plan_rc_local(module, plan, errors, block):
     """Add (block is text) or remove (block is None) our rc.local block."""
     path = module.params['rc_local_path']
     target = os.path.realpath(path)
+    if os.path.isdir(target):
+        errors.append('rc_local_path %s is a directory; expected the rc.local file' % target)
+        return target
     try:
         before = read_text(target)
     except (IOError, OSError) as exc:
         errors.append('cannot read %s: %s' % (target, exc))
-        return target
-    if os.path.isdir(target):
-        errors.append('rc_local_path %s is a directory; expected the rc.local file' % target)
         return target
     try:
         if block is None:

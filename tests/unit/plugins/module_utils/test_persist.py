@@ -1,0 +1,222 @@
+"""Unit tests for _persist: validation, renderings, and the rc.local block editor."""
+import re
+
+import pytest
+from hypothesis import assume, given, settings as hsettings, strategies as st
+
+from ansible_collections.samepage.ksm.plugins.module_utils import _persist as persist
+from ansible_collections.samepage.ksm.plugins.module_utils._fileedit import BlockError, decode, encode
+
+SYSFS = "/sys/kernel/mm/ksm"
+
+
+def validate(settings=None, boost=None, backend="rc_local", state="present", boost_seconds=600, sysfs=SYSFS):
+    return persist.validate(state, backend, settings, boost, boost_seconds, sysfs)
+
+
+# ---------------------------------------------------------------- validation
+
+def test_boot_order_is_safe_and_values_formatted():
+    boot, relax, errors = validate({"run": 1, "max_page_sharing": 512, "advisor_mode": "none",
+                                    "use_zero_pages": True, "pages_to_scan": "300"})
+    assert errors == []
+    assert relax == []
+    assert boot == [("advisor_mode", "none"), ("pages_to_scan", "300"), ("use_zero_pages", "1"),
+                    ("max_page_sharing", "512"), ("run", "1")]
+
+
+def test_boost_overlays_settings_at_boot_and_relax_restores_only_what_differs():
+    boot, relax, errors = validate({"run": 1, "pages_to_scan": 100, "sleep_millisecs": 50},
+                                   {"pages_to_scan": 5000, "sleep_millisecs": 50})
+    assert errors == []
+    assert boot == [("pages_to_scan", "5000"), ("sleep_millisecs", "50"), ("run", "1")]
+    assert relax == [("pages_to_scan", "100")]
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    (dict(settings={}), r"settings is empty"),
+    (dict(settings=None), r"settings is empty"),
+    (dict(settings={"runn": 1}), r"settings: unknown KSM knob 'runn'"),
+    (dict(settings={"run": 3}), r"settings: run: invalid value 3; expected a whole number from 0 to 2"),
+    (dict(settings={"run": 1}, boost={"sleep_millisecs": -1}), r"boost: sleep_millisecs: invalid value -1"),
+    (dict(settings={"run": 1}, boost={"pages_to_scan": 5000}), r"boost: pages_to_scan has no value in settings"),
+    (dict(settings={"run": 1, "max_page_sharing": 256}, boost={"max_page_sharing": 1024}),
+     r"max_page_sharing cannot be boosted"),
+    (dict(settings={"run": 1, "pages_to_scan": 9}, boost={"pages_to_scan": 99}, backend="tmpfiles"),
+     r"use backend rc_local or systemd"),
+    (dict(settings={"run": 1}, boost_seconds=0), r"boost_seconds must be a whole number of seconds, 1 or more; got 0"),
+    (dict(settings={"run": 1}, boost_seconds=-5), r"got -5"),
+    (dict(settings={"run": 1}, sysfs="relative/ksm"), r"sysfs_path 'relative/ksm' must be an absolute path"),
+    (dict(settings={"run": 1}, sysfs="/sys/kernel/mm/ksm; reboot"), r"must be an absolute path of letters"),
+    (dict(settings={"run": 1}, sysfs="/tmp/a b"), r"must be an absolute path"),
+    (dict(settings={"run": 1}, sysfs="/tmp/%n"), r"must be an absolute path"),
+    (dict(settings={"run": 1}, backend="cron"), r"backend 'cron' is not supported"),
+    (dict(settings={"advisor_mode": "scan-time", "pages_to_scan": 100}), r"pages_to_scan cannot be set while advisor_mode is scan-time"),
+    (dict(settings={"advisor_mode": "none", "pages_to_scan": 100}, boost={"advisor_mode": "scan-time"}),
+     r"boost: pages_to_scan cannot be set while advisor_mode is scan-time"),
+])
+def test_bad_input_is_reported(kwargs, expected):
+    boot, relax, errors = validate(**kwargs)
+    assert boot == [] and relax == []
+    assert any(re.search(expected, e) for e in errors), errors
+
+
+def test_all_errors_are_reported_at_once():
+    dummy, dummy2, errors = validate({"run": 7, "bogus": 1}, {"pages_to_scan": 1}, boost_seconds=0)
+    assert len(errors) >= 4, errors
+
+
+def test_absent_needs_no_settings():
+    assert validate(None, state="absent") == ([], [], [])
+
+
+# ---------------------------------------------------------------- renderings
+
+def test_rc_block_guards_and_orders_writes():
+    boot, relax, dummy = validate({"run": 1, "merge_across_nodes": 0, "advisor_mode": "none"})
+    block = persist.rc_block(SYSFS, boot, relax, 600)
+    lines = block.splitlines()
+    assert lines[0] == persist.BEGIN and lines[-1] == persist.END
+    assert "if [ -d /sys/kernel/mm/ksm ]; then" in lines
+    writes = [line.strip() for line in lines if line.strip().startswith("echo")]
+    assert writes == ["echo none > /sys/kernel/mm/ksm/advisor_mode || true",
+                      "echo 0 > /sys/kernel/mm/ksm/merge_across_nodes || true",
+                      "echo 1 > /sys/kernel/mm/ksm/run || true"]
+    assert "sleep" not in block and "setsid" not in block
+    assert block.endswith(persist.END + "\n")
+
+
+def test_rc_block_with_boost_detaches_the_relax_step():
+    boot, relax, dummy = validate({"run": 1, "sleep_millisecs": 50}, {"sleep_millisecs": 5})
+    block = persist.rc_block(SYSFS, boot, relax, 42)
+    assert "echo 5 > /sys/kernel/mm/ksm/sleep_millisecs || true" in block
+    assert "samepage_ksm_relax='sleep 42; echo 50 > /sys/kernel/mm/ksm/sleep_millisecs'" in block
+    assert 'setsid /bin/sh -c "$samepage_ksm_relax" </dev/null >/dev/null 2>&1 &' in block
+    assert 'nohup /bin/sh -c "$samepage_ksm_relax" </dev/null >/dev/null 2>&1 &' in block
+
+
+def test_systemd_units_without_boost():
+    boot, relax, dummy = validate({"run": 1, "pages_to_scan": 200})
+    units = persist.systemd_units("/x/ksm", boot, relax, 600)
+    assert sorted(units) == [persist.SERVICE]
+    text = units[persist.SERVICE]
+    assert "ConditionPathExists=/x/ksm\n" in text
+    assert "Type=oneshot\nRemainAfterExit=yes\n" in text
+    assert "[Install]\nWantedBy=multi-user.target\n" in text
+    assert [line for line in text.splitlines() if line.startswith("ExecStart")] == [
+        "ExecStart=-/bin/sh -c 'echo 200 > /x/ksm/pages_to_scan'",
+        "ExecStart=-/bin/sh -c 'echo 1 > /x/ksm/run'"]
+
+
+def test_systemd_units_with_boost():
+    boot, relax, dummy = validate({"run": 1, "pages_to_scan": 200}, {"pages_to_scan": 4000})
+    units = persist.systemd_units(SYSFS, boot, relax, 90)
+    assert sorted(units) == sorted([persist.SERVICE, persist.RELAX_SERVICE, persist.RELAX_TIMER])
+    assert "echo 4000 > /sys/kernel/mm/ksm/pages_to_scan" in units[persist.SERVICE]
+    assert "OnBootSec=90\n" in units[persist.RELAX_TIMER]
+    assert "WantedBy=timers.target\n" in units[persist.RELAX_TIMER]
+    assert "Unit=samepage-ksm-relax.service\n" in units[persist.RELAX_TIMER]
+    relax_service = units[persist.RELAX_SERVICE]
+    assert "After=samepage-ksm.service\n" in relax_service
+    assert "[Install]" not in relax_service
+    assert [line for line in relax_service.splitlines() if line.startswith("ExecStart")] == [
+        "ExecStart=-/bin/sh -c 'echo 200 > /sys/kernel/mm/ksm/pages_to_scan'"]
+
+
+def test_tmpfiles_conf_lines_in_safe_order():
+    boot, dummy, dummy2 = validate({"run": 1, "advisor_mode": "scan-time", "advisor_max_cpu": 30})
+    text = persist.tmpfiles_conf(SYSFS, boot)
+    assert text.startswith("# Managed by samepage.ksm")
+    assert [line for line in text.splitlines() if not line.startswith("#")] == [
+        "w /sys/kernel/mm/ksm/advisor_mode - - - - scan-time",
+        "w /sys/kernel/mm/ksm/advisor_max_cpu - - - - 30",
+        "w /sys/kernel/mm/ksm/run - - - - 1"]
+
+
+@pytest.mark.parametrize("mode, expected", [(0o644, 0o755), (0o600, 0o700), (0o755, 0o755), (0o640, 0o750), (0o000, 0o100)])
+def test_executable_mode(mode, expected):
+    assert persist.executable_mode(mode) == expected
+
+
+# ---------------------------------------------------------------- rc.local editing
+
+BLOCK = persist.rc_block(SYSFS, [("run", "1")], [], 600)
+
+
+@pytest.mark.parametrize("original, expected", [
+    ("", BLOCK),
+    ("#!/bin/sh\n", "#!/bin/sh\n" + BLOCK),
+    ("#!/bin/sh -e\nfoo\n\nexit 0\n", "#!/bin/sh -e\nfoo\n\n" + BLOCK + "exit 0\n"),
+    ("#!/bin/sh\nexit 0", "#!/bin/sh\n" + BLOCK + "exit 0"),                      # no final newline
+    ("#!/bin/sh\nexit 0\n\n# end\n", "#!/bin/sh\n" + BLOCK + "exit 0\n\n# end\n"),  # comments after exit
+    ("#!/bin/sh\nexit $?  # done\n", "#!/bin/sh\n" + BLOCK + "exit $?  # done\n"),
+    ("exit\n", BLOCK + "exit\n"),
+    # Indented exit: conditional, so the block goes at the end.
+    ("if x; then\n  exit 0\nfi\n", "if x; then\n  exit 0\nfi\n" + BLOCK),
+    # Exit followed by commands: not the trailing exit.
+    ("exit 0\nfoo\n", "exit 0\nfoo\n" + BLOCK),
+    ("foo\n# exit 0\n", "foo\n# exit 0\n" + BLOCK),
+    ("exit 0 && foo\n", "exit 0 && foo\n" + BLOCK),
+    ("foo", "foo\n" + BLOCK[:-1]),                                              # no final newline
+    ("#!/bin/sh\r\nfoo\r\nexit 0\r\n", "#!/bin/sh\r\nfoo\r\n" + BLOCK + "exit 0\r\n"),
+])
+def test_add_block_placement_and_exact_removal(original, expected):
+    added = persist.add_block(original, BLOCK)
+    assert added == expected
+    assert persist.add_block(added, BLOCK) == added
+    assert persist.remove_block(added) == original
+
+
+def test_existing_block_is_replaced_in_place():
+    other = persist.rc_block(SYSFS, [("run", "0")], [], 600)
+    text = "a\n" + BLOCK + "b\nexit 0\n"
+    assert persist.add_block(text, other) == "a\n" + other + "b\nexit 0\n"
+
+
+def test_existing_block_at_end_without_newline_stays_without_newline():
+    other = persist.rc_block(SYSFS, [("run", "0")], [], 600)
+    text = persist.add_block("foo", BLOCK)
+    replaced = persist.add_block(text, other)
+    assert replaced == "foo\n" + other[:-1]
+    assert persist.remove_block(replaced) == "foo"
+
+
+@pytest.mark.parametrize("broken", [
+    persist.BEGIN + "\nfoo\n",
+    "foo\n" + persist.END + "\n",
+    persist.END + "\n" + persist.BEGIN + "\n",
+    BLOCK + BLOCK,
+])
+def test_broken_markers_raise(broken):
+    with pytest.raises(BlockError, match="Fix the file by hand"):
+        persist.add_block(broken, BLOCK)
+    with pytest.raises(BlockError):
+        persist.remove_block(broken)
+
+
+def test_early_exit_lines():
+    text = "#!/bin/sh\nexit 0\nfoo\n" + BLOCK
+    assert persist.early_exit_lines(text, before=text.index(persist.BEGIN)) == [2]
+    text = "#!/bin/sh\n" + BLOCK + "exit 0\n"
+    assert persist.early_exit_lines(text, before=text.index(persist.BEGIN)) == []
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from([b"", b"\n", b"exit 0\n", b"exit 0", b"\nexit 0\r\n# tail", b"\r"]))
+def test_add_then_remove_restores_arbitrary_bytes(data, ending):
+    original = decode(data + ending)
+    assume(persist.BEGIN not in original and persist.END not in original)
+    added = persist.add_block(original, BLOCK)
+    assert persist.has_block(added)
+    assert encode(persist.remove_block(added)) == data + ending
+    assert persist.add_block(added, BLOCK) == added
+    # The block's lines are intact, so a shell reading the file sees whole commands.
+    assert "\n" + persist.BEGIN + "\n" in "\n" + added
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200))
+def test_add_then_remove_restores_arbitrary_text(original):
+    assume(persist.BEGIN not in original and persist.END not in original)
+    added = persist.add_block(original, BLOCK)
+    assert persist.remove_block(added) == original
