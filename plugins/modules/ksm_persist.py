@@ -46,7 +46,7 @@ description:
   - Every option is validated, and every file read and planned, before anything is written;
     on any error nothing is written.
 author:
-  - samepage.ksm contributors
+  - samepage.ksm maintainers (@samepage)
 extends_documentation_fragment:
   - samepage.ksm._attributes
   - samepage.ksm._attributes.platform
@@ -67,8 +67,8 @@ options:
     description:
       - V(present) writes the boot configuration of O(backend) and removes the other backends' artefacts.
       - V(absent) removes the artefacts of every backend.
-      - With V(absent), rc.local itself is kept, even when only C(#!/bin/sh) is left in it: the file may
-        predate the block, and a script that only has a shebang does nothing at boot.
+      - With V(absent), rc.local itself is kept, even when only C(#!/bin/sh) is left in it, because the file
+        may predate the block, and a script that only has a shebang does nothing at boot.
     type: str
     choices: [present, absent]
     default: present
@@ -80,14 +80,14 @@ options:
     default: rc_local
   settings:
     description:
-      - Knob name to value, for example C({run: 1, pages_to_scan: 100, sleep_millisecs: 50}).
+      - Knob name to value, for example C(run) set to V(1) and C(sleep_millisecs) to V(50).
       - Knobs are those of M(samepage.ksm.ksm_sysfs), with the same accepted values.
       - Required, and not empty, with O(state=present).
     type: dict
   boost:
     description:
       - Knob name to value written at boot instead of the O(settings) value, for O(boost_seconds) seconds
-        (for example C({pages_to_scan: 5000, sleep_millisecs: 10}) to merge fast while the host starts).
+        (for example C(pages_to_scan) V(5000) and C(sleep_millisecs) V(10), to merge fast while the host starts).
       - Every knob in O(boost) must also be in O(settings), which gives its value after the boost.
       - C(merge_across_nodes) and C(max_page_sharing) cannot be boosted (the kernel changes them only
         while nothing is merged).
