@@ -48,7 +48,7 @@ description:
   - O(state=absent) removes exactly what this module added (its block, or its drop-in file and the
     C(.service.d) directory when this module created it and it is left empty).
 author:
-  - samepage.ksm maintainers
+  - samepage.ksm maintainers (@samepage)
 extends_documentation_fragment:
   - samepage.ksm._attributes
   - samepage.ksm._attributes.platform
@@ -448,6 +448,10 @@ class Planner(object):
         after = put_block(before, render(shell_block_body(self.library, self.params['merge_threshold'], append)),
                           offset)
         self.result.update(path=target.script, ld_preload=self.static_preload(outside, append))
+        for sourced in sourced_files(outside):
+            if os.path.isfile(sourced) and mentions_preload(remove_our_block(read_text(sourced))):
+                self.warnings.append('%s, which the script sources, sets LD_PRELOAD too and may override the '
+                                     'block; method=envfile appends to it there instead' % sourced)
         if after != before:
             if our_block_body(before) is None:
                 self.result['position'] = rule

@@ -192,7 +192,7 @@ def test_sysv_add_twice_check_diff_absent(run_module, tree, digest, style):
         assert all(not line.strip() or line.startswith("#") for line in lines[:start])
         assert lines[start + 4] == "DAEMON=/usr/sbin/demo"
     assert stat.S_IMODE(script.stat().st_mode) == 0o750
-    assert subprocess.run(["/bin/sh", "-n", str(script)]).returncode == 0
+    assert subprocess.run(["/bin/sh", "-n", str(script)], check=False).returncode == 0
     assert service_env(script)["LD_PRELOAD"] == LIB
     # started again from an environment that already has it (restart = "$0 stop; $0 start"): once
     assert service_env(script, {"PATH": "/bin", "LD_PRELOAD": LIB})["LD_PRELOAD"] == LIB
@@ -288,7 +288,7 @@ def test_sysv_bash_script_checked_with_bash(run_module, tree):
     script = write_script(tree, "bashsvc", text)
     failed, result = run_module(ld_preload, base_args(tree, service="bashsvc"))
     assert not failed and result["changed"], result
-    assert subprocess.run(["/bin/bash", "-n", str(script)]).returncode == 0
+    assert subprocess.run(["/bin/bash", "-n", str(script)], check=False).returncode == 0
 
 
 def test_sysv_backup(run_module, tree):
@@ -354,6 +354,24 @@ def test_envfile_existing_file_kept_byte_for_byte(run_module, tree):
     assert not run_module(ld_preload, args)[1]["changed"]
     assert run_module(ld_preload, dict(args, state="absent"))[1]["changed"]
     assert envfile.read_bytes() == original
+
+
+def test_sysv_warns_when_a_sourced_file_sets_ld_preload(run_module, tree, warnings):
+    write_script(tree, "demo", DEBIAN_SKELETON)
+    (tree / "default" / "demo").write_text("LD_PRELOAD=/opt/other.so\n")
+    failed, result = run_module(ld_preload, base_args(tree, service="demo", method="sysv"))
+    assert not failed and result["changed"]
+    assert any(str(tree / "default" / "demo") in w and "method=envfile" in w for w in warnings), warnings
+
+
+def test_missing_library_warns(run_module, tree, warnings):
+    write_script(tree, "mysql", MYSQL)
+    failed, result = run_module(ld_preload, base_args(tree, service="mysql", library="/nonexistent/lib.so"))
+    assert not failed and result["changed"]
+    assert any("/nonexistent/lib.so does not exist" in w for w in warnings), warnings
+    warnings.clear()
+    failed, result = run_module(ld_preload, base_args(tree, service="mysql", library="/bin/sh"))
+    assert not failed and not any("does not exist" in w for w in warnings), warnings
 
 
 def test_envfile_not_sourced_suggests_sysv(run_module, tree, digest):
