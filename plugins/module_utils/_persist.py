@@ -65,7 +65,7 @@ def validate(state, backend, settings, boost, boost_seconds, sysfs_path):
     if state == 'present' and not settings:
         errors.append('settings is empty: give at least one knob to set at boot, e.g. {run: 1}; '
                       'to remove the persisted settings use state=absent')
-    if boost and backend == 'tmpfiles':
+    if boost and backend == 'tmpfiles' and state == 'present':
         errors.append('boost needs a delayed second step, which tmpfiles.d cannot do; '
                       'use backend rc_local or systemd, or drop boost')
     wanted, setting_errors = validate_settings(settings)

@@ -70,6 +70,10 @@ def test_absent_needs_no_settings():
     assert validate(None, state="absent") == ([], [], [])
 
 
+def test_absent_ignores_the_backend_boost_conflict():
+    assert validate({"run": 1, "pages_to_scan": 9}, {"pages_to_scan": 99}, backend="tmpfiles", state="absent")[2] == []
+
+
 # ---------------------------------------------------------------- renderings
 
 def test_rc_block_guards_and_orders_writes():
