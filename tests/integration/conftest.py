@@ -53,7 +53,7 @@ def playbook(tmp_path):
         path = tmp_path / "play.yml"
         path.write_text(text)
         env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-                   ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_CALLBACKS_ENABLED="")
+                   ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
         proc = subprocess.run(
             [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", "localhost,", "-c", "local",
              "-e", "ansible_python_interpreter=" + sys.executable, str(path), *args],
