@@ -29,7 +29,7 @@ description:
   - When a write fails part-way, the knobs already written are put back in reverse order and the module fails,
     naming the knob, the value and the kernel's error. C(ksmd) is never left stopped by an unmerge of this module.
 author:
-  - samepage.ksm contributors
+  - samepage.ksm maintainers (@samepage)
 extends_documentation_fragment:
   - samepage.ksm._attributes
   - samepage.ksm._attributes.platform

@@ -261,7 +261,7 @@ def test_write_order_follows_kernel_rules(run, fake_sysfs, writes):
     failed, result = run(dict(run=1, pages_to_scan=2000, advisor_mode="none", max_page_sharing=512,
                               sleep_millisecs=10, advisor_max_cpu=30, use_zero_pages=True))
     assert not failed, result
-    assert [name for name, _ in writes] == [
+    assert [name for name, dummy in writes] == [
         "advisor_mode", "advisor_max_cpu", "pages_to_scan", "sleep_millisecs", "use_zero_pages",
         "max_page_sharing", "run"]
     assert writes[0] == ("advisor_mode", "none")
