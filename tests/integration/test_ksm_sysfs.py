@@ -101,8 +101,8 @@ def test_merge_across_nodes_flip_while_pages_are_shared(baseline, playbook):
         assert flip["knobs"]["run"] == 1
         # ksmd merges again under the new setting
         wait_for(lambda: read_knob("pages_shared") > 0, 60, "pages to merge again")
-        rc, results, dummy = playbook(play(task("flip back", dict(merge_across_nodes=1)) +
-                                       task("flip back again", dict(merge_across_nodes=1))))
+        flips = task("flip back", dict(merge_across_nodes=1)) + task("flip back again", dict(merge_across_nodes=1))
+        rc, results, dummy = playbook(play(flips))
         assert results["flip back"]["changed"] is True and results["flip back"]["unmerged"] is True
         assert results["flip back again"]["changed"] is False
         assert read_knob("merge_across_nodes") == 1 and read_knob("run") == 1
