@@ -10,7 +10,7 @@ name: ksm_fleet_report
 short_description: Turn per-host ksm_info results into a fleet report (Markdown, JSON, totals)
 version_added: 1.0.0
 author:
-  - samepage.ksm maintainers
+  - samepage.ksm maintainers (@samepage)
 description:
   - Takes a mapping of inventory host name to the registered result of M(samepage.ksm.ksm_info)
     and builds a Markdown table, the same data as JSON, and fleet totals.

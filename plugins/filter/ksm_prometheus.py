@@ -10,7 +10,7 @@ name: ksm_prometheus
 short_description: Render a ksm_info result as a Prometheus node_exporter textfile
 version_added: 1.0.0
 author:
-  - samepage.ksm maintainers
+  - samepage.ksm maintainers (@samepage)
 description:
   - Takes the C(ksm) dictionary returned by M(samepage.ksm.ksm_info) and returns the text of a
     node_exporter textfile collector file (C(*.prom)) with C(# HELP) and C(# TYPE) lines.

@@ -317,4 +317,3 @@ def gather(sysfs_path=DEFAULT_SYSFS_PATH, proc_path='/proc', top=0, config_paths
     if denied:
         warnings.append('KSM statistics of %d processes were not readable (they need root: use become)' % denied)
     return info, warnings
-

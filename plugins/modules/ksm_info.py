@@ -25,7 +25,7 @@ description:
     and why.
   - Never changes anything.
 author:
-  - samepage.ksm maintainers
+  - samepage.ksm maintainers (@samepage)
 extends_documentation_fragment:
   - samepage.ksm._attributes
   - samepage.ksm._attributes.info_module

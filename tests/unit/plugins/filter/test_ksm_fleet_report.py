@@ -83,7 +83,7 @@ def test_totals_count_only_hosts_that_reported(fleet):
 
 def test_statuses_and_reasons(fleet):
     hosts = {h["host"]: h for h in ksm_fleet_report(fleet)["hosts"]}
-    assert [h for h in hosts] == sorted(fleet)
+    assert list(hosts) == sorted(fleet)
     assert hosts["node-b"]["status"] == "ok" and hosts["node-b"]["reason"] is None
     assert hosts["ct-1"]["status"] == "no_ksm" and "does not exist" in hosts["ct-1"]["reason"]
     assert hosts["ct-1"]["config_ksm"] == "n"
@@ -125,13 +125,13 @@ def test_json_holds_the_same_data(fleet):
     assert node_b["counters"]["pages_sharing"] == 25600
 
 
-def test_old_kernels_without_general_profit(fleet):
+def test_old_kernels_without_general_profit():
     old = {"old-1": ksm_result(256, 1), "old-2": ksm_result(512, 2, top=[
         {"pid": 5, "comm": "java", "merging_pages": 256, "profit_bytes": None, "merge_any": None,
          "mergeable": None}])}
     report = ksm_fleet_report(old)
     assert report["totals"]["general_profit_bytes"] is None and report["totals"]["general_profit_mib"] is None
-    _, rows = table_rows(report["markdown"])
+    rows = table_rows(report["markdown"])[1]
     assert rows["old-1"][2] == "n/a"
     assert rows["old-2"][7] == "java[5] 1.00 MiB"  # merging pages x page size when the kernel has no profit
     assert "general profit n/a MiB" in report["markdown"]
@@ -171,7 +171,7 @@ def parse_textfile(text):
             assert name not in helps, "duplicate HELP for %s" % name
             helps.add(name)
         elif line.startswith("# TYPE "):
-            _, _, name, kind = line.split()
+            name, kind = line.split()[2:]
             assert kind in ("gauge", "counter")
             types[name] = kind
         else:
@@ -180,7 +180,7 @@ def parse_textfile(text):
             assert name in helps and name in types, "%s has no HELP/TYPE before it" % name
             assert name not in metrics, "duplicate sample %s" % name
             metrics[name] = (types[name], float(value))
-    for name, (kind, _) in metrics.items():
+    for name, (kind, _value) in metrics.items():
         assert name.startswith("node_ksm_")
         assert name.endswith("_total") == (kind == "counter"), name
     return metrics

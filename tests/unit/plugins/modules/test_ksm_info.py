@@ -327,8 +327,9 @@ def test_writes_nothing(run_module, fake_sysfs, proc, config, digest, check_mode
 
 
 def test_check_mode_reports_the_same_as_a_normal_run(run_module, fake_sysfs, proc, config):
-    _, normal = run_info(run_module, fake_sysfs, proc, config, top_processes=3)
-    _, checked = run_info(run_module, fake_sysfs, proc, config, check_mode=True, top_processes=3)
+    failed_normal, normal = run_info(run_module, fake_sysfs, proc, config, top_processes=3)
+    failed_checked, checked = run_info(run_module, fake_sysfs, proc, config, check_mode=True, top_processes=3)
+    assert not failed_normal and not failed_checked
     assert normal["ksm"] == checked["ksm"]
 
 
