@@ -42,7 +42,8 @@ test-sanity:
 	scripts/sanity.sh
 
 test-integration:
-	$(KERNEL_LOCK) python -m pytest -q -p no:cacheprovider tests/integration
+	# the kernel_lock fixture takes the lock itself (flock here would deadlock with it)
+	python -m pytest -q -p no:cacheprovider tests/integration
 
 test-molecule: molecule-node molecule-container molecule-fleet
 
