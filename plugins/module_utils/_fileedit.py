@@ -68,31 +68,39 @@ def render_block(begin, body_lines, end, newline='\n'):
     return newline.join([begin] + list(body_lines) + [end]) + newline
 
 
-def set_block(text, block, begin, end, position=None):
+def set_block(text, block, begin, end, offset=None):
     """Return ``text`` with the managed block replaced by, or inserted as, ``block``.
 
-    ``position(text)`` gives the offset (at a line start) where a new block goes; default: the end.
-    An existing block is replaced where it stands.
+    An existing block is replaced where it stands; a new one goes at ``offset`` (a line start;
+    default: the end). A file without a final newline keeps lacking one, so that remove_block()
+    gives back the exact original bytes.
     """
     text = text or ''
     span = find_block(text, begin, end)
     if span is not None:
-        return text[:span[0]] + block + text[span[1]:]
-    offset = len(text) if position is None else position(text)
+        start, stop = span
+        if stop == len(text) and not text.endswith('\n'):
+            block = block.rstrip('\n')
+        return text[:start] + block + text[stop:]
+    if offset is None:
+        offset = len(text)
     head, tail = text[:offset], text[offset:]
     if head and not head.endswith('\n'):
-        head += '\n'
+        return head + '\n' + block.rstrip('\n') + tail
     return head + block + tail
 
 
 def remove_block(text, begin, end):
-    """Return ``text`` without the managed block (unchanged when there is none)."""
+    """Return ``text`` without the managed block: the exact inverse of set_block()."""
     if text is None:
         return None
     span = find_block(text, begin, end)
     if span is None:
         return text
-    return text[:span[0]] + text[span[1]:]
+    start, stop = span
+    if stop == len(text) and not text.endswith('\n') and start > 0 and text[start - 1] == '\n':
+        start -= 1
+    return text[:start] + text[stop:]
 
 
 def block_body(text, begin, end):

@@ -18,7 +18,8 @@ import os
 import re
 import shlex
 
-from ansible_collections.samepage.ksm.plugins.module_utils._fileedit import find_block
+from ansible_collections.samepage.ksm.plugins.module_utils._fileedit import (
+    block_body, remove_block, set_block)
 
 BEGIN = '# BEGIN samepage.ksm LD_PRELOAD'
 END = '# END samepage.ksm LD_PRELOAD'
@@ -221,42 +222,17 @@ def render(body):
 
 
 def put_block(text, block, offset):
-    """``text`` with our block replaced where it stands, or inserted at ``offset`` (a line start).
-
-    A file without a final newline keeps lacking one, so that remove_our_block() gives back the
-    exact original bytes.
-    """
-    text = text or ''
-    span = find_block(text, BEGIN, END)
-    if span is not None:
-        start, stop = span
-        if stop == len(text) and not text.endswith('\n'):
-            block = block.rstrip('\n')
-        return text[:start] + block + text[stop:]
-    head, tail = text[:offset], text[offset:]
-    if head and not head.endswith('\n'):
-        return head + '\n' + block.rstrip('\n') + tail
-    return head + block + tail
+    """``text`` with our block replaced where it stands, or inserted at ``offset`` (a line start)."""
+    return set_block(text, block, BEGIN, END, offset)
 
 
 def remove_our_block(text):
     """``text`` without our block (the exact inverse of put_block), unchanged when absent."""
-    if text is None:
-        return None
-    span = find_block(text, BEGIN, END)
-    if span is None:
-        return text
-    start, stop = span
-    if stop == len(text) and not text.endswith('\n') and start > 0 and text[start - 1] == '\n':
-        start -= 1
-    return text[:start] + text[stop:]
+    return remove_block(text, BEGIN, END)
 
 
 def our_block_body(text):
-    span = find_block(text or '', BEGIN, END)
-    if span is None:
-        return None
-    return text[span[0]:span[1]].splitlines()[1:-1]
+    return block_body(text, BEGIN, END)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.samepage.ksm.plugins.module_utils import _fileedit
 from ansible_collections.samepage.ksm.plugins.module_utils._fileedit import find_block
 from ansible_collections.samepage.ksm.plugins.module_utils._ksm import (
     KNOB_BY_NAME, format_knob, ordered, validate_settings,
@@ -176,32 +177,14 @@ def add_block(text, block):
     """``text`` with our block set to ``block`` (raises _fileedit.BlockError on broken markers).
 
     An existing block is replaced where it stands. A new one goes before a trailing ``exit`` (see
-    trailing_exit_offset), else at the end. When the file does not end with a newline, the block is
-    written as "\\n" + block without its final newline, so that remove_block restores the exact bytes.
+    trailing_exit_offset), else at the end; remove_block restores the exact original bytes.
     """
-    span = find_block(text, BEGIN, END)
-    if span is not None:
-        start, stop = span
-        if stop == len(text) and not text.endswith('\n'):
-            block = block[:-1]
-        return text[:start] + block + text[stop:]
-    offset = trailing_exit_offset(text)
-    if offset is not None:
-        return text[:offset] + block + text[offset:]
-    if text and not text.endswith('\n'):
-        return text + '\n' + block[:-1]
-    return text + block
+    return _fileedit.set_block(text, block, BEGIN, END, trailing_exit_offset(text))
 
 
 def remove_block(text):
     """``text`` without our block; the exact inverse of add_block (raises BlockError on broken markers)."""
-    span = find_block(text, BEGIN, END)
-    if span is None:
-        return text
-    start, stop = span
-    if stop == len(text) and not text.endswith('\n') and start > 0 and text[start - 1] == '\n':
-        start -= 1
-    return text[:start] + text[stop:]
+    return _fileedit.remove_block(text, BEGIN, END)
 
 
 def has_block(text):
