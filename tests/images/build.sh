@@ -93,7 +93,7 @@ stage() {
 
 build_base() {
   local hash=$1 rootfs=$work/base-rootfs
-  # shellcheck source=base/debootstrap.conf
+  # shellcheck source=base/debootstrap.conf disable=SC1091
   . "$here/base/debootstrap.conf"
   rm -rf "$rootfs"
   mkdir -p "$rootfs"
