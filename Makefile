@@ -8,6 +8,8 @@ VENV := $(ROOT)/.venv
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
 export CONTAINERS_CONF := $(ROOT)/tests/podman/containers.conf
+# Only this checkout's collection (a copy installed under ~/.ansible must not shadow it).
+export ANSIBLE_COLLECTIONS_PATH := $(ROOT)/build/collections
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Tests that touch the real kernel's KSM knobs take this lock: never two at once.
 KERNEL_LOCK := flock /run/lock/samepage-ksm-kernel.lock
@@ -46,6 +48,11 @@ test-integration:
 	python -m pytest -q -p no:cacheprovider tests/integration
 
 test-molecule: molecule-node molecule-container molecule-fleet
+
+# Privileged containers write the host's KSM knobs: the scenario holds the kernel lock.
+molecule-node:
+	tests/images/build.sh systemd sysv
+	$(KERNEL_LOCK) molecule test -s node
 
 clean:
 	rm -rf build .cache tests/output .pytest_cache
