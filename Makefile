@@ -14,12 +14,16 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Tests that touch the real kernel's KSM knobs take this lock: never two at once.
 KERNEL_LOCK := flock /run/lock/samepage-ksm-kernel.lock
 
-.PHONY: site bootstrap bootstrap-test test test-compat test-unit test-lint test-sanity \
+.PHONY: site disable bootstrap bootstrap-test test test-compat test-unit test-lint test-sanity \
 	test-integration test-molecule molecule-node molecule-container molecule-fleet \
 	bench-converge bench-merge clean
 
 site: bootstrap
 	ansible-playbook playbooks/site.yml
+
+# Undo `make site` on this machine: unmerge, stop ksmd, remove the persistence.
+disable: bootstrap
+	ansible-playbook playbooks/disable.yml
 
 bootstrap:
 	scripts/bootstrap.sh controller
