@@ -14,7 +14,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Tests that touch the real kernel's KSM knobs take this lock: never two at once.
 KERNEL_LOCK := flock /run/lock/samepage-ksm-kernel.lock
 
-.PHONY: site disable bootstrap bootstrap-test test test-compat test-unit test-lint test-sanity \
+.PHONY: site disable bootstrap bootstrap-test images test-images test test-compat test-unit test-lint test-sanity \
 	test-integration test-molecule molecule-node molecule-container molecule-fleet \
 	bench-converge bench-merge clean
 
@@ -32,7 +32,7 @@ bootstrap-test:
 	scripts/bootstrap.sh test
 
 test: bootstrap-test
-	$(MAKE) --no-print-directory test-compat test-unit test-lint test-sanity test-integration test-molecule
+	$(MAKE) --no-print-directory test-compat test-unit test-lint test-sanity test-integration test-images test-molecule
 
 # Module code runs on old managed hosts: it must parse as Python 3.6 (and 2.7 where cheap).
 test-compat:
@@ -53,9 +53,16 @@ test-integration:
 
 test-molecule: molecule-node molecule-container molecule-fleet
 
+# Test images, built locally from the Debian mirror and cached by input hash (no registry).
+images:
+	tests/images/build.sh
+
+# Smoke test of the images: download-only dnf, rpm -i --nodeps, preload reaching the demo service.
+test-images: images
+	tests/images/check.sh
+
 # Privileged containers write the host's KSM knobs: the scenario holds the kernel lock.
-molecule-node:
-	tests/images/build.sh systemd sysv
+molecule-node: images
 	$(KERNEL_LOCK) molecule test -s node
 
 clean:
