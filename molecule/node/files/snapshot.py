@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Print, as JSON, what a samepage.ksm.node run may change: the host kernel's KSM knobs and, per
 container, mode + sha256 of every file of ours (rc.local, units, .wants links, tmpfiles.d).
 

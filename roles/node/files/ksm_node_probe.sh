@@ -37,7 +37,10 @@ for name in ksmtuned ksm; do
       enabled*|*:active|*:activating) add service "$name" "systemd unit $name.service is $state, $active" ;;
     esac
   elif [ -x "/etc/init.d/$name" ]; then
-    links=$(ls /etc/rc2.d/S*"$name" /etc/rc3.d/S*"$name" /etc/rc5.d/S*"$name" 2>/dev/null | tr '\n' ' ')
+    links=''
+    for link in /etc/rc2.d/S*"$name" /etc/rc3.d/S*"$name" /etc/rc5.d/S*"$name"; do
+      [ -e "$link" ] && links="$links$link "
+    done
     if [ -n "$links" ]; then add service "$name" "init script /etc/init.d/$name starts at boot ($links)"; fi
   fi
 done
@@ -58,7 +61,9 @@ fi
 
 # tuned: the active profile(s) and the directories tuned looks them up in.
 if [ -r /etc/tuned/active_profile ]; then
-  for profile in $(cat /etc/tuned/active_profile); do
+  # active_profile holds space-separated profile names (tuned merges them): split on words.
+  read -r profiles < /etc/tuned/active_profile || true
+  for profile in $profiles; do
     for conf in "/etc/tuned/$profile/tuned.conf" "/usr/lib/tuned/$profile/tuned.conf" \
                 "/etc/tuned/profiles/$profile/tuned.conf" "/usr/lib/tuned/profiles/$profile/tuned.conf"; do
       if [ -r "$conf" ] && grep -v '^[[:space:]]*[#;]' "$conf" | grep -q '/sys/kernel/mm/ksm'; then
