@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Many SSH-reachable test hosts on one machine, for fleet-scale runs of the collection.
 
     fleet.py up --count N [--nodes K] --rootfs-image IMAGE --state DIR
@@ -109,9 +109,8 @@ def die(message):
     sys.exit(1)
 
 
-def run(cmd, **kwargs):
-    kwargs.setdefault("check", True)
-    return subprocess.run(cmd, **kwargs)
+def run(cmd, check=True, **kwargs):
+    return subprocess.run(cmd, check=check, **kwargs)
 
 
 def host_name(index):
@@ -207,7 +206,7 @@ def kill_hosts(state_dir, hosts, timeout=10.0):
 def _not_zombie_reaped(pid):
     try:
         # Our own children must be reaped; others' are reaped by init once dead.
-        done, _ = os.waitpid(pid, os.WNOHANG)
+        done, _status = os.waitpid(pid, os.WNOHANG)
         return done == 0
     except ChildProcessError:
         try:
@@ -279,11 +278,13 @@ def export_rootfs(image, target):
     cid = run(["podman", "create", "--name", name, image, "/bin/true"],
               capture_output=True, text=True).stdout.strip()
     try:
+        # Classic pipeline: the parent drops its copy of the pipe at once, so that if tar dies
+        # podman export gets SIGPIPE instead of blocking forever on a pipe nobody reads.
         export = subprocess.Popen(["podman", "export", cid], stdout=subprocess.PIPE)
-        untar = subprocess.run(["tar", "-x", "-p", "--numeric-owner", "-C", str(target), "-f", "-"],
-                               stdin=export.stdout)
+        untar = subprocess.Popen(["tar", "-x", "-p", "--numeric-owner", "-C", str(target), "-f", "-"],
+                                 stdin=export.stdout)
         export.stdout.close()
-        if export.wait() != 0 or untar.returncode != 0:
+        if untar.wait() != 0 or export.wait(timeout=120) != 0:
             raise RuntimeError("podman export %s | tar -x failed" % image)
     finally:
         run(["podman", "rm", "-f", cid], capture_output=True, check=False)
@@ -381,7 +382,7 @@ def cmd_up(args):
     done = time.monotonic()
     log("%d hosts up (%d ksm_nodes, %d ksm_containers) in %.1fs (rootfs %.1fs, boot %.1fs); "
         "inventory: %s" % (args.count, nodes, args.count - nodes, done - started,
-                            exported - started, done - exported, state_dir / "inventory.yml"))
+                           exported - started, done - exported, state_dir / "inventory.yml"))
     return 0
 
 
@@ -512,7 +513,7 @@ def cmd_reboot(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start N hosts")
     up.add_argument("--count", type=int, default=20)
