@@ -61,6 +61,10 @@ images:
 test-images: images
 	tests/images/check.sh
 
+# The scenario turns the host's KSM on to measure real merging: it runs under the kernel lock.
+molecule-container: images
+	$(KERNEL_LOCK) molecule test -s container
+
 # 20 SSH hosts in namespaces with fake KSM directories: the real kernel is not touched.
 molecule-fleet: images
 	molecule test -s fleet

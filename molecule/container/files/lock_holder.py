@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Say whether an ancestor of this process holds a flock(1) lock on FILE.
 
     lock_holder.py FILE   ->  {"holders": [pid, ...], "ours": true|false}
