@@ -73,5 +73,12 @@ molecule-fleet: images
 molecule-node: images
 	$(KERNEL_LOCK) molecule test -s node
 
+# Benchmarks print measured figures (see benchmarks/README.md); they are not part of `make test`.
+bench-converge: bootstrap-test images
+	python benchmarks/converge_cost.py
+
+bench-merge: bootstrap-test images
+	python benchmarks/merge_efficacy.py
+
 clean:
 	rm -rf build .cache tests/output .pytest_cache
