@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Many SSH-reachable test hosts on one machine, for fleet-scale runs of the collection.
 
-    fleet.py up --count N [--nodes K] --rootfs-image IMAGE --state DIR
+    fleet.py up --count N [--nodes K] [--network 127.0.0] --rootfs-image IMAGE --state DIR
     fleet.py down --state DIR
     fleet.py inventory --state DIR [--output FILE]
     fleet.py status [--state DIR]
@@ -10,7 +10,8 @@
 A host is a process tree in its own mount, pid and uts namespaces (``unshare``):
 - root filesystem: an overlayfs whose lower dir is ONE read-only rootfs exported once from the
   image into the state dir, with the host's own upper/work dirs;
-- ``sshd -D`` as PID 1, listening on 127.0.0.<10+i>:22 only (loopback, one address per host),
+- ``sshd -D`` as PID 1, listening on 127.0.0.<10+i>:22 only (loopback, one address per host;
+  ``--network 127.0.1`` moves a second fleet to 127.0.1.<10+i>),
   root login with an ed25519 key generated into the state dir;
 - hostname ``fleet-NN``;
 - its own fake KSM directory (plain files holding the kernel's default knobs and zero counters)
@@ -34,6 +35,7 @@ down what it started when it fails; ``down`` kills every host it recorded, remov
 and is safe to run twice.
 """
 import argparse
+import ipaddress
 import json
 import os
 import pathlib
@@ -55,8 +57,11 @@ DEFAULT_IMAGE = "localhost/samepage-fleet:bookworm"
 DEFAULT_STATE = os.environ.get("SAMEPAGE_FLEET_STATE", "/var/tmp/samepage-fleet")
 STATE_FILE = "fleet.json"
 PREFIX = "samepage-fleet"
-FIRST_OCTET = 10  # host i (1-based) listens on 127.0.0.<FIRST_OCTET + i>
+DEFAULT_NETWORK = "127.0.0"  # host i (1-based) listens on <network>.<FIRST_OCTET + i>
+FIRST_OCTET = 10
 MAX_HOSTS = 254 - FIRST_OCTET
+# A killed ``up`` takes its export pipeline along: no tar left writing into a removed dir.
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"]
 SSHD = "/usr/sbin/sshd"
 
 # PID 1 of a host's namespaces, run by the host's sh: build the root, switch to it, boot.
@@ -117,8 +122,20 @@ def host_name(index):
     return "fleet-%02d" % index
 
 
-def host_address(index):
-    return "127.0.0.%d" % (FIRST_OCTET + index)
+def host_address(index, network=DEFAULT_NETWORK):
+    return "%s.%d" % (network, FIRST_OCTET + index)
+
+
+def loopback_network(text):
+    """argparse type: the first three octets of a loopback address (127.x.y)."""
+    try:
+        address = ipaddress.ip_address(text + ".1")
+    except ValueError:
+        address = None
+    if address is None or not address.is_loopback:
+        raise argparse.ArgumentTypeError("%r: expected the first three octets of a loopback "
+                                         "address, e.g. 127.0.0 or 127.0.1" % text)
+    return text
 
 
 def is_node(index, count, nodes):
@@ -271,18 +288,18 @@ def wait_ssh(hosts, procs, timeout):
 
 
 # ---------------------------------------------------------------- rootfs
-def export_rootfs(image, target):
+def export_rootfs(image, target, name):
     """Unpack the image's filesystem once; every host overlays it read-only."""
     target.mkdir(parents=True)
-    name = "%s-export-%d" % (PREFIX, os.getpid())
     cid = run(["podman", "create", "--name", name, image, "/bin/true"],
               capture_output=True, text=True).stdout.strip()
     try:
         # Classic pipeline: the parent drops its copy of the pipe at once, so that if tar dies
         # podman export gets SIGPIPE instead of blocking forever on a pipe nobody reads.
-        export = subprocess.Popen(["podman", "export", cid], stdout=subprocess.PIPE)
-        untar = subprocess.Popen(["tar", "-x", "-p", "--numeric-owner", "-C", str(target), "-f", "-"],
-                                 stdin=export.stdout)
+        export = subprocess.Popen(DIE_WITH_PARENT + ["podman", "export", cid], stdout=subprocess.PIPE)
+        untar = subprocess.Popen(
+            DIE_WITH_PARENT + ["tar", "-x", "-p", "--numeric-owner", "-C", str(target), "-f", "-"],
+            stdin=export.stdout)
         export.stdout.close()
         if untar.wait() != 0 or export.wait(timeout=120) != 0:
             raise RuntimeError("podman export %s | tar -x failed" % image)
@@ -311,7 +328,7 @@ def prepare_rootfs(rootfs, pubkey):
     os.chmod(rootfs / "tmp", 0o1777)
 
 
-def create_host(state_dir, index, count, nodes):
+def create_host(state_dir, index, count, nodes, network):
     name = host_name(index)
     hostdir = state_dir / "hosts" / name
     for sub in ("upper", "work", "root", "ksm"):
@@ -322,7 +339,7 @@ def create_host(state_dir, index, count, nodes):
     return {
         "name": name,
         "index": index,
-        "address": host_address(index),
+        "address": host_address(index, network),
         "group": "ksm_nodes" if is_node(index, count, nodes) else "ksm_containers",
         "ksm_dir": str(hostdir / "ksm"),
         "upper": str(hostdir / "upper"),
@@ -346,25 +363,29 @@ def cmd_up(args):
         die("--nodes %d: expected 0 to --count (%d)" % (nodes, args.count))
     if state_dir.exists() and any(state_dir.iterdir()):
         die("%s is not empty: run 'fleet.py down --state %s' first" % (state_dir, state_dir))
-    busy = [host_address(i) for i in range(1, args.count + 1) if address_in_use(host_address(i))]
+    addresses = [host_address(i, args.network) for i in range(1, args.count + 1)]
+    busy = [address for address in addresses if address_in_use(address)]
     if busy:
         die("port 22 already answers on %s (another fleet?)" % ", ".join(busy))
 
     started = time.monotonic()
     state_dir.mkdir(parents=True, exist_ok=True)
     state = {"state_dir": str(state_dir), "image": args.rootfs_image, "count": args.count,
-             "nodes": nodes, "key": str(state_dir / "id_ed25519"), "hosts": []}
+             "nodes": nodes, "network": args.network, "key": str(state_dir / "id_ed25519"),
+             "export_container": "%s-export-%d" % (PREFIX, os.getpid()), "hosts": []}
     save_state(state_dir, state)
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "samepage-fleet",
              "-f", state["key"]], capture_output=True)
-        export_rootfs(args.rootfs_image, state_dir / "rootfs")
+        export_rootfs(args.rootfs_image, state_dir / "rootfs", state["export_container"])
+        state["export_container"] = None  # removed by export_rootfs
+        save_state(state_dir, state)
         prepare_rootfs(state_dir / "rootfs", (state_dir / "id_ed25519.pub").read_text())
         exported = time.monotonic()
         procs = {}
         for index in range(1, args.count + 1):
-            host = create_host(state_dir, index, args.count, nodes)
+            host = create_host(state_dir, index, args.count, nodes, args.network)
             state["hosts"].append(host)
             procs[host["name"]] = start_host(state, host)
             save_state(state_dir, state)  # down can find every started host, even after a crash
@@ -373,6 +394,8 @@ def cmd_up(args):
     except BaseException as exc:
         log("up failed (%s): tearing down" % (exc or type(exc).__name__))
         teardown(state_dir)
+        if isinstance(exc, KeyboardInterrupt):
+            sys.exit(130)
         if isinstance(exc, (RuntimeError, subprocess.CalledProcessError, OSError)):
             die(str(exc))
         raise
@@ -394,6 +417,9 @@ def teardown(state_dir):
     state = load_state(state_dir) if state_dir.exists() else None
     if state:
         kill_hosts(state_dir, state["hosts"])
+        if state.get("export_container"):  # left behind only when up was killed while exporting
+            run(["podman", "rm", "-f", "--ignore", state["export_container"]], capture_output=True,
+                check=False)
     if state_dir.exists():
         leftovers = [line.split()[1] for line in pathlib.Path("/proc/self/mounts").read_text().splitlines()
                      if line.split()[1].startswith(str(state_dir) + "/")]
@@ -521,6 +547,9 @@ def main(argv=None):
                                               "are ksm_containers")
     up.add_argument("--rootfs-image", default=DEFAULT_IMAGE)
     up.add_argument("--state", default=DEFAULT_STATE)
+    up.add_argument("--network", type=loopback_network, default=DEFAULT_NETWORK,
+                    help="hosts listen on <network>.11, .12, ... (default %(default)s); another "
+                         "loopback network lets two fleets run side by side")
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for every sshd")
     down = sub.add_parser("down", help="stop every host and remove the state dir")
     down.add_argument("--state", default=DEFAULT_STATE)
