@@ -26,6 +26,9 @@ BEGIN = '# BEGIN samepage.ksm managed block'
 END = '# END samepage.ksm managed block'
 # No "-e": with it, one failing write (a knob the booted kernel lacks) would abort the whole file.
 SHEBANG = '#!/bin/sh\n'
+# Inside the block of an rc.local that the module created: removing the block then removes the
+# file too, when nothing but SHEBANG is left in it. A file that predates the block never has it.
+CREATED_FILE = '# created by samepage.ksm: remove the file with the block'
 
 SERVICE = 'samepage-ksm.service'
 RELAX_SERVICE = 'samepage-ksm-relax.service'
@@ -98,13 +101,18 @@ def knob_lines(values):
     return [(name, format_knob(name, values[name])) for name in ordered(values)]
 
 
-def rc_block(sysfs_path, boot, relax, boost_seconds):
-    """The managed block for rc.local (text with the marker lines, newline-terminated)."""
-    lines = [
-        BEGIN,
+def rc_block(sysfs_path, boot, relax, boost_seconds, created_file=False):
+    """The managed block for rc.local (text with the marker lines, newline-terminated).
+
+    ``created_file``: the module created the file, and says so in the block (CREATED_FILE).
+    """
+    lines = [BEGIN]
+    if created_file:
+        lines.append(CREATED_FILE)
+    lines.extend([
         '# KSM tuning at boot. %s' % HEADER,
         'if [ -d %s ]; then' % sysfs_path,
-    ]
+    ])
     # "|| true": an rc.local started with "sh -e" must not stop at a knob the kernel lacks.
     for name, value in boot:
         lines.append('  echo %s > %s/%s || true' % (value, sysfs_path, name))
@@ -189,6 +197,25 @@ def remove_block(text):
 
 def has_block(text):
     return find_block(text or '', BEGIN, END) is not None
+
+
+def created_by_us(text):
+    """Whether our block in ``text`` carries CREATED_FILE (raises BlockError on broken markers)."""
+    body = _fileedit.block_body(text, BEGIN, END)
+    return body is not None and CREATED_FILE in body
+
+
+def without_block(text):
+    """``text`` without our block, or None when the whole file is to be removed.
+
+    The file goes only when our block says that we created it (CREATED_FILE) and what is left
+    is exactly the SHEBANG we wrote; a line added by anyone else keeps the file (minus the block).
+    Raises BlockError on broken markers.
+    """
+    after = remove_block(text)
+    if after == SHEBANG and created_by_us(text):
+        return None
+    return after
 
 
 def executable_mode(mode):

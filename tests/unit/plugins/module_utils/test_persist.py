@@ -224,3 +224,62 @@ def test_add_then_remove_restores_arbitrary_text(original):
     assume(persist.BEGIN not in original and persist.END not in original)
     added = persist.add_block(original, BLOCK)
     assert persist.remove_block(added) == original
+
+
+# ---------------------------------------------------------------- a created rc.local goes with its block
+
+CREATED_BLOCK = persist.rc_block(SYSFS, [("run", "1")], [], 600, created_file=True)
+
+
+def test_created_block_carries_the_marker_right_after_begin():
+    lines = CREATED_BLOCK.splitlines()
+    assert lines[:2] == [persist.BEGIN, persist.CREATED_FILE]
+    assert lines[2:] == BLOCK.splitlines()[1:]
+    assert persist.CREATED_FILE not in BLOCK
+    assert persist.CREATED_FILE == "# created by samepage.ksm: remove the file with the block"
+
+
+@pytest.mark.parametrize("text, created, expected", [
+    (persist.SHEBANG + CREATED_BLOCK, True, None),                      # only what we wrote: the file goes
+    (persist.SHEBANG + BLOCK, False, persist.SHEBANG),                  # predates the block: kept
+    (persist.SHEBANG + CREATED_BLOCK + "foo\n", True, persist.SHEBANG + "foo\n"),
+    ("#!/bin/sh\nfoo\n" + CREATED_BLOCK, True, "#!/bin/sh\nfoo\n"),
+    ("#!/bin/sh -e\n" + CREATED_BLOCK, True, "#!/bin/sh -e\n"),
+    ("#!/bin/sh\r\n" + CREATED_BLOCK, True, "#!/bin/sh\r\n"),
+    (CREATED_BLOCK, True, ""),                                          # not exactly our shebang: kept
+    (persist.SHEBANG + CREATED_BLOCK + "\n", True, persist.SHEBANG + "\n"),
+    # The marker must be a line of its own inside the block.
+    ("#!/bin/sh\n" + BLOCK.replace(persist.BEGIN + "\n", persist.BEGIN + "\n  " + persist.CREATED_FILE + "\n"),
+     False, "#!/bin/sh\n"),
+    ("#!/bin/sh\n" + persist.CREATED_FILE + "\n" + BLOCK, False, "#!/bin/sh\n" + persist.CREATED_FILE + "\n"),
+    ("foo\n", False, "foo\n"),                                           # no block at all
+])
+def test_without_block(text, created, expected):
+    assert persist.created_by_us(text) is created
+    assert persist.without_block(text) == expected
+
+
+def test_created_marker_is_kept_when_the_block_is_replaced():
+    other = persist.rc_block(SYSFS, [("run", "0")], [], 600, created_file=persist.created_by_us(persist.SHEBANG + CREATED_BLOCK))
+    replaced = persist.add_block(persist.SHEBANG + CREATED_BLOCK, other)
+    assert persist.created_by_us(replaced) and persist.without_block(replaced) is None
+
+
+@pytest.mark.parametrize("broken", [persist.BEGIN + "\n" + persist.CREATED_FILE + "\n", CREATED_BLOCK + CREATED_BLOCK])
+def test_created_by_us_and_without_block_raise_on_broken_markers(broken):
+    with pytest.raises(BlockError, match="Fix the file by hand"):
+        persist.created_by_us(persist.SHEBANG + broken)
+    with pytest.raises(BlockError):
+        persist.without_block(persist.SHEBANG + broken)
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=120), st.booleans())
+def test_without_block_removes_the_file_only_when_nothing_else_is_left(head, created):
+    assume(persist.BEGIN not in head and persist.END not in head)
+    block = CREATED_BLOCK if created else BLOCK
+    after = persist.without_block(persist.add_block(head, block))
+    if created and head == persist.SHEBANG:
+        assert after is None
+    else:
+        assert after == head

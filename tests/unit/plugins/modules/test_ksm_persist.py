@@ -108,11 +108,98 @@ def test_rc_local_debian_block_before_exit_and_foreign_lines_kept(tree, converge
     converge(False, state="absent")
 
 
-def test_rc_local_absent_keeps_the_shebang_file(tree, converge):
+def test_rc_local_created_by_us_is_removed_by_absent(tree, converge):
     converge(True)
+    text = tree.rc_local.read_text()
+    assert text.startswith("#!/bin/sh\n%s\n%s\n" % (persist.BEGIN, persist.CREATED_FILE))
+    result = converge(True, state="absent")
+    assert not os.path.lexists(str(tree.rc_local))
+    assert result["files"] == [str(tree.rc_local)] and result["removed"] == [str(tree.rc_local)]
+    assert result["units_removed"] == [] and result["daemon_reload_needed"] is False
+    assert result["diff"] == [{"before_header": str(tree.rc_local), "before": text,
+                               "after_header": "%s (absent)" % tree.rc_local, "after": ""}]
+    again = converge(False, state="absent")
+    assert again["files"] == [] and again["removed"] == [] and again["diff"] == []
+    assert os.listdir(str(tree.etc)) == ["systemd", "tmpfiles.d"]
+
+
+def test_rc_local_created_by_us_check_mode_absent_keeps_it(tree, run_module):
+    failed, dummy = run_module(ksm_persist, tree.args())
+    assert not failed
+    data = tree.rc_local.read_bytes()
+    failed, result = run_module(ksm_persist, tree.args(state="absent"), check_mode=True, diff=True)
+    assert not failed and result["changed"] is True
+    assert result["removed"] == [str(tree.rc_local)]
+    assert result["diff"][0]["after_header"] == "%s (absent)" % tree.rc_local and result["diff"][0]["after"] == ""
+    assert tree.rc_local.read_bytes() == data and mode_of(tree.rc_local) == 0o755
+
+
+def test_rc_local_created_marker_kept_on_every_update(tree, converge):
+    converge(True)
+    converge(True, settings=dict(SETTINGS, sleep_millisecs=200))
+    converge(True, boost=BOOST, boost_seconds=30)
+    text = tree.rc_local.read_text()
+    assert "samepage_ksm_relax='sleep 30; " in text
+    assert text.splitlines().count(persist.CREATED_FILE) == 1
+    assert text.startswith("#!/bin/sh\n%s\n%s\n" % (persist.BEGIN, persist.CREATED_FILE))
+    converge(False, boost=BOOST, boost_seconds=30)
     converge(True, state="absent")
-    assert tree.rc_local.read_text() == "#!/bin/sh\n"
+    assert not tree.rc_local.exists()
+    # Created again: marked again.
+    converge(True)
+    assert persist.CREATED_FILE in tree.rc_local.read_text().splitlines()
+
+
+@pytest.mark.parametrize("original", [b"#!/bin/sh\n", b"", b"#!/bin/sh\nexit 0\n"])
+def test_rc_local_that_predates_the_block_is_never_removed(tree, converge, original):
+    tree.rc_local.write_bytes(original)
+    tree.rc_local.chmod(0o644)
+    converge(True)
+    assert persist.CREATED_FILE not in tree.rc_local.read_text()
+    converge(True, settings=dict(SETTINGS, run=0))
+    result = converge(True, state="absent")
+    assert result["removed"] == []
+    assert tree.rc_local.read_bytes() == original
     converge(False, state="absent")
+    assert tree.rc_local.read_bytes() == original
+
+
+@pytest.mark.parametrize("edit, left", [
+    # A line added after the block, before it, or a changed shebang: the file is no longer only ours.
+    (lambda text: text + "echo mine > /dev/null\n", "#!/bin/sh\necho mine > /dev/null\n"),
+    (lambda text: text.replace("#!/bin/sh\n", "#!/bin/sh\n# local addition\n"), "#!/bin/sh\n# local addition\n"),
+    (lambda text: text.replace("#!/bin/sh\n", "#!/bin/bash\n"), "#!/bin/bash\n"),
+    (lambda text: text.replace("#!/bin/sh\n", ""), ""),
+])
+def test_rc_local_created_by_us_with_lines_of_others_is_kept(tree, converge, edit, left):
+    converge(True)
+    tree.rc_local.write_text(edit(tree.rc_local.read_text()))
+    converge(False)
+    result = converge(True, state="absent")
+    assert result["removed"] == []
+    assert result["diff"][0]["after"] == left and not result["diff"][0]["after_header"].endswith("(absent)")
+    assert tree.rc_local.read_text() == left and mode_of(tree.rc_local) == 0o755
+    converge(False, state="absent")
+
+
+def test_rc_local_created_by_us_is_removed_when_switching_backend(tree, converge):
+    converge(True)
+    result = converge(True, backend="systemd")
+    assert not os.path.lexists(str(tree.rc_local))
+    assert result["removed"] == [str(tree.rc_local)]
+    assert result["units"] == [persist.SERVICE]
+    converge(False, backend="systemd")
+
+
+def test_rc_local_created_by_us_removal_is_backed_up(tree, run_module):
+    failed, dummy = run_module(ksm_persist, tree.args())
+    assert not failed
+    data = tree.rc_local.read_bytes()
+    failed, result = run_module(ksm_persist, tree.args(state="absent", backup=True))
+    assert not failed and result["changed"] and not tree.rc_local.exists()
+    assert result["backup_file"] and open(result["backup_file"], "rb").read() == data
+    failed, result = run_module(ksm_persist, tree.args(state="absent", backup=True))
+    assert not failed and not result["changed"] and result["backup_file"] is None
 
 
 def test_rc_local_drift_is_repaired(tree, converge):
@@ -146,13 +233,24 @@ def test_rc_local_symlink_target_edited_link_kept(tree, converge):
     assert tree.rc_local.is_symlink()
 
 
-def test_rc_local_dangling_symlink_creates_target(tree, converge):
+def test_rc_local_dangling_symlink_creates_target_and_absent_removes_only_it(tree, converge):
     (tree.etc / "rc.d").mkdir()
     tree.rc_local.symlink_to("rc.d/rc.local")
-    converge(True)
+    result = converge(True)
     target = tree.etc / "rc.d" / "rc.local"
     assert tree.rc_local.is_symlink()
-    assert target.read_text().startswith("#!/bin/sh\n") and mode_of(target) == 0o755
+    assert result["files"] == [str(target)] and result["rc_local_target"] == str(target)
+    assert target.read_text().startswith("#!/bin/sh\n%s\n%s\n" % (persist.BEGIN, persist.CREATED_FILE))
+    assert mode_of(target) == 0o755
+    converge(False)
+    # We created the target only: absent removes it and keeps the (again dangling) link as it was.
+    result = converge(True, state="absent")
+    assert result["removed"] == [str(target)] and result["rc_local_target"] == str(target)
+    assert result["diff"][0]["after_header"] == "%s (absent)" % target
+    assert not target.exists() and os.listdir(str(tree.etc / "rc.d")) == []
+    assert tree.rc_local.is_symlink() and os.readlink(str(tree.rc_local)) == "rc.d/rc.local"
+    converge(False, state="absent")
+    assert tree.rc_local.is_symlink() and not target.exists()
 
 
 def test_rc_local_backup(tree, run_module):
