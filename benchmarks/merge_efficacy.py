@@ -67,25 +67,27 @@ def profiles():
     return found
 
 
-def apply(values):
-    ksm_knobs.write("run", 2)  # start every profile from nothing merged
+def prepare(values):
+    # run=2 unmerges everything and also drops every process's KSM opt-in: it must happen
+    # before the workers start, never after.
+    ksm_knobs.write("run", 2)
     ksm_knobs.write("advisor_mode", values.get("advisor_mode", "none"))
     for name in ("pages_to_scan", "sleep_millisecs"):
         if name in values:
             ksm_knobs.write(name, values[name])
-    ksm_knobs.write("run", values.get("run", 1))
 
 
 def measure(name, values, workers, mib, limit_seconds):
     limit_pages = (workers - 1) * (mib << 20) // PAGE
+    prepare(values)
     env = dict(os.environ, LD_PRELOAD=str(PRELOAD))
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(mib)], env=env,
                               stdout=subprocess.PIPE, text=True) for _ in range(workers)]
     try:
         for proc in procs:
             proc.stdout.readline()
-        apply(values)
         started = time.monotonic()
+        ksm_knobs.write("run", values.get("run", 1))
         reached_at = None
         while time.monotonic() - started < limit_seconds:
             if reached_at is None and knob("pages_sharing") >= 0.95 * limit_pages:
