@@ -82,7 +82,7 @@ def measure(name, values, workers, mib, limit_seconds):
     prepare(values)
     env = dict(os.environ, LD_PRELOAD=str(PRELOAD))
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(mib)], env=env,
-                              stdout=subprocess.PIPE, text=True) for _ in range(workers)]
+                              stdout=subprocess.PIPE, text=True) for _worker in range(workers)]
     try:
         for proc in procs:
             proc.stdout.readline()
