@@ -57,6 +57,14 @@ def run_module(monkeypatch):
     return run
 
 
+@pytest.fixture
+def warned(monkeypatch):
+    """Warnings the module emitted during the test (the in-process runner does not return them)."""
+    messages = []
+    monkeypatch.setattr(basic.AnsibleModule, "warn", lambda self, text: messages.append(text))
+    return messages
+
+
 def tree_digest(path):
     """A digest of every file name, mode and content under path: proves 'nothing was written'."""
     digest = hashlib.sha256()

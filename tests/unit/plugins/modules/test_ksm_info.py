@@ -4,7 +4,6 @@ import gzip
 import os
 
 import pytest
-from ansible.module_utils import basic
 
 from ansible_collections.samepage.ksm.plugins.module_utils import _ksm_info
 from ansible_collections.samepage.ksm.plugins.modules import ksm_info
@@ -56,13 +55,6 @@ def proc(tmp_path):
     fake.add(37, "ksmd", flags=KTHREAD_FLAGS, utime=250, stime=50)
     return fake
 
-
-@pytest.fixture
-def warned(monkeypatch):
-    """Messages the module passed to AnsibleModule.warn during the test."""
-    messages = []
-    monkeypatch.setattr(basic.AnsibleModule, "warn", lambda self, text: messages.append(text))
-    return messages
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ import errno
 import os
 
 import pytest
-from ansible.module_utils import basic
 
 from ansible_collections.samepage.ksm.plugins.module_utils import _ksm
 from ansible_collections.samepage.ksm.plugins.modules import ksm_sysfs
@@ -39,13 +38,6 @@ def run(run_module, fake_sysfs, meminfo):
 
     return call
 
-
-@pytest.fixture
-def warned(monkeypatch):
-    """Warnings the module emitted (the in-process runner does not return them)."""
-    messages = []
-    monkeypatch.setattr(basic.AnsibleModule, "warn", lambda self, text: messages.append(text))
-    return messages
 
 
 @pytest.fixture
