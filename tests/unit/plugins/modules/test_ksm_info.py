@@ -56,7 +56,6 @@ def proc(tmp_path):
     return fake
 
 
-
 @pytest.fixture
 def config(tmp_path):
     path = tmp_path / "config.gz"

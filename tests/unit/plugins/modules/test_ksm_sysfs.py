@@ -39,7 +39,6 @@ def run(run_module, fake_sysfs, meminfo):
     return call
 
 
-
 @pytest.fixture
 def writes(monkeypatch):
     """Record every knob write (name, text) while still writing the fake file."""
