@@ -2,8 +2,6 @@
 DEPENDENCY = "ksm_preload-dependency-stream"
 LIBRARY = "/usr/lib64/libksm_preload.so"
 PACKAGE = "ksm_preload"
-PIDFILE = "/run/ksm-demo.pid"
-SERVICE = "ksm-demo"
 
 testinfra_hosts = ["podman://samepage-container-sysv", "podman://samepage-container-systemd"]
 
@@ -17,12 +15,8 @@ def test_package_installed_without_its_dependencies(host):
     assert host.file(LIBRARY).is_file
 
 
-def test_service_process_preloads_the_library(host):
-    pid = host.file(PIDFILE).content_string.strip()
-    assert pid.isdigit(), "no pid in %s: %r" % (PIDFILE, pid)
-    assert host.file("/proc/%s/comm" % pid).content_string.strip() == SERVICE
-    environ = host.check_output("tr '\\0' '\\n' < /proc/%s/environ", pid).splitlines()
-    assert "LD_PRELOAD=%s" % LIBRARY in environ
-    assert LIBRARY in host.file("/proc/%s/maps" % pid).content_string
+def test_service_process_preloads_the_library(demo):
+    assert "LD_PRELOAD=%s" % LIBRARY in demo.environ
+    assert LIBRARY in demo.maps
     # the library's constructor opted the whole process in to KSM
-    assert "ksm_merge_any: yes" in host.file("/proc/%s/ksm_stat" % pid).content_string
+    assert "ksm_merge_any: yes" in demo.ksm_stat
