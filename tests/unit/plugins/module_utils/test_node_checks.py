@@ -1,0 +1,255 @@
+"""_node_checks: the node probe against fake trees and a fake systemctl, requirement messages,
+competing blockers and knob comparison."""
+import os
+
+import pytest
+
+from ansible_collections.samepage.ksm.plugins.module_utils import _node_checks
+from ansible_collections.samepage.ksm.plugins.module_utils._persist import BEGIN, END
+
+OURS = ["samepage-ksm.service", "samepage-ksm-relax.service", "samepage-ksm-relax.timer"]
+
+
+class FakeSystemctl:
+    """systemctl show --property=Id,UnitFileState,ActiveState -- UNIT...: one block per unit."""
+
+    def __init__(self, states=None, rc=0):
+        self.states = states or {}
+        self.rc = rc
+        self.calls = []
+
+    def __call__(self, argv):
+        self.calls.append(argv)
+        if self.rc:
+            return self.rc, "", "Failed to connect to bus"
+        units = argv[argv.index("--") + 1:]
+        blocks = []
+        for unit in units:
+            enabled, active = self.states.get(unit, ("", "inactive"))
+            blocks.append("Id=%s\nUnitFileState=%s\nActiveState=%s\n" % (unit, enabled, active))
+        return 0, "\n".join(blocks), ""
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A fake root with a writable KSM sysfs, an empty /proc and no init system."""
+    root = tmp_path / "root"
+    sysfs = root / "sys" / "kernel" / "mm" / "ksm"
+    sysfs.mkdir(parents=True)
+    (sysfs / "run").write_text("0\n")
+    (root / "proc").mkdir()
+    (root / "etc" / "init.d").mkdir(parents=True)
+    return root
+
+
+def run_probe(root, systemctl=None, rc_local=None):
+    rc_local_path = str(root / "etc" / "rc.local") if rc_local is None else rc_local
+    return _node_checks.probe(str(root / "sys" / "kernel" / "mm" / "ksm"), rc_local_path, systemctl=systemctl,
+                              root=str(root), proc_path=str(root / "proc"))
+
+
+def systemd_root(root):
+    (root / "run" / "systemd" / "system").mkdir(parents=True)
+    return root
+
+
+def test_clean_host_without_systemd(node):
+    assert run_probe(node) == {"sysfs_writable": True, "systemd": False, "competing": [], "enabled_units": []}
+
+
+def test_read_only_sysfs_is_not_writable(node, monkeypatch):
+    # Root ignores file modes, so access(2) is stubbed as a read-only /sys answers it (EROFS);
+    # the molecule node scenario runs the real case in a container with a read-only /sys.
+    run = str(node / "sys" / "kernel" / "mm" / "ksm" / "run")
+    real_access = os.access
+    monkeypatch.setattr(_node_checks.os, "access", lambda path, mode: False if path == run else real_access(path, mode))
+    assert run_probe(node)["sysfs_writable"] is False
+
+
+def test_systemd_directory_without_systemctl_is_not_systemd(node):
+    systemd_root(node)
+    assert run_probe(node, systemctl=None)["systemd"] is False
+
+
+def test_systemd_host_one_call_for_every_unit(node):
+    systemctl = FakeSystemctl({"ksmtuned.service": ("enabled", "active"), "samepage-ksm.service": ("enabled", "inactive"),
+                               "samepage-ksm-relax.timer": ("enabled", "active")})
+    result = run_probe(systemd_root(node), systemctl)
+    assert len(systemctl.calls) == 1
+    assert systemctl.calls[0][-5:] == ["ksmtuned.service", "ksm.service"] + OURS
+    assert result["systemd"] is True
+    assert result["competing"] == [{"kind": "service", "name": "ksmtuned",
+                                    "detail": "systemd unit ksmtuned.service is enabled, active"}]
+    assert result["enabled_units"] == ["samepage-ksm.service", "samepage-ksm-relax.timer"]
+
+
+@pytest.mark.parametrize("enabled, active, competing", [
+    ("enabled", "inactive", True),
+    ("enabled-runtime", "inactive", True),
+    ("disabled", "active", True),
+    ("disabled", "activating", True),
+    ("disabled", "inactive", False),
+    ("masked", "inactive", False),
+    ("", "inactive", False),  # not installed
+])
+def test_systemd_service_states(node, enabled, active, competing):
+    systemctl = FakeSystemctl({"ksm.service": (enabled, active)})
+    result = run_probe(systemd_root(node), systemctl)
+    assert bool(result["competing"]) is competing
+    if competing:
+        assert result["competing"][0]["name"] == "ksm"
+
+
+def test_systemctl_failure_is_an_error_not_a_clean_host(node):
+    with pytest.raises(OSError, match="systemctl show failed"):
+        run_probe(systemd_root(node), FakeSystemctl(rc=1))
+
+
+def test_sysv_service_started_at_boot(node):
+    script = node / "etc" / "init.d" / "ksmtuned"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    assert run_probe(node)["competing"] == []  # installed but not started at boot
+    (node / "etc" / "rc3.d").mkdir()
+    os.symlink("../init.d/ksmtuned", str(node / "etc" / "rc3.d" / "S20ksmtuned"))
+    result = run_probe(node)
+    assert [item["kind"] for item in result["competing"]] == ["service"]
+    assert "S20ksmtuned" in result["competing"][0]["detail"]
+
+
+def test_running_ksmtuned_process_without_a_service(node):
+    pid = node / "proc" / "4321"
+    pid.mkdir()
+    (pid / "comm").write_text("ksmtuned\n")
+    other = node / "proc" / "17"
+    other.mkdir()
+    (other / "comm").write_text("sshd\n")
+    assert run_probe(node)["competing"] == [{"kind": "process", "name": "ksmtuned",
+                                             "detail": "a ksmtuned process is running"}]
+
+
+def test_ksmtuned_service_and_process_are_reported_once(node):
+    (node / "proc" / "4321").mkdir()
+    (node / "proc" / "4321" / "comm").write_text("ksmtuned\n")
+    systemctl = FakeSystemctl({"ksmtuned.service": ("enabled", "active")})
+    result = run_probe(systemd_root(node), systemctl)
+    assert [item["kind"] for item in result["competing"]] == ["service"]
+
+
+@pytest.mark.parametrize("conf, found", [
+    ("[sysfs]\n/sys/kernel/mm/ksm/run=1\n", True),
+    ("[sysfs]\n# /sys/kernel/mm/ksm/run=1\n; /sys/kernel/mm/ksm/run=0\n", False),
+    ("[cpu]\ngovernor=performance\n", False),
+])
+def test_active_tuned_profile(node, conf, found):
+    (node / "etc" / "tuned").mkdir()
+    (node / "etc" / "tuned" / "active_profile").write_text("virtual-host custom\n")
+    profile = node / "usr" / "lib" / "tuned" / "custom"
+    profile.mkdir(parents=True)
+    (profile / "tuned.conf").write_text(conf)
+    result = run_probe(node)
+    if found:
+        assert result["competing"] == [{"kind": "tuned", "name": "custom", "detail": (
+            "active tuned profile custom writes /sys/kernel/mm/ksm (/usr/lib/tuned/custom/tuned.conf)")}]
+    else:
+        assert result["competing"] == []
+
+
+def test_rc_local_lines_outside_our_block(node):
+    rc_local = node / "etc" / "rc.local"
+    rc_local.write_text("#!/bin/sh\n# echo 1 > /sys/kernel/mm/ksm/run\n%s\necho 1 > /sys/kernel/mm/ksm/run\n%s\n"
+                        "echo 2000 > /sys/kernel/mm/ksm/pages_to_scan\nexit 0\n" % (BEGIN, END))
+    result = run_probe(node)
+    assert result["competing"] == [{"kind": "rc_local", "name": str(rc_local), "detail": (
+        "%s writes KSM knobs outside the samepage.ksm block (line 6)" % rc_local)}]
+
+
+def test_rc_local_with_only_our_block_is_clean(node):
+    (node / "etc" / "rc.local").write_text("#!/bin/sh\n%s\necho 1 > /sys/kernel/mm/ksm/run\n%s\n" % (BEGIN, END))
+    assert run_probe(node)["competing"] == []
+
+
+def test_rc_local_writing_a_custom_sysfs_path(node):
+    sysfs = str(node / "sys" / "kernel" / "mm" / "ksm")
+    (node / "etc" / "rc.local").write_text("#!/bin/sh\necho 1 > %s/run\n" % sysfs)
+    assert run_probe(node)["competing"][0]["kind"] == "rc_local"
+
+
+def test_unreadable_rc_local_is_skipped(node):
+    assert run_probe(node, rc_local=str(node / "nowhere" / "rc.local"))["competing"] == []
+
+
+def test_probe_writes_nothing(node, digest):
+    (node / "etc" / "rc.local").write_text("#!/bin/sh\necho 1 > /sys/kernel/mm/ksm/run\n")
+    before = digest(node)
+    run_probe(systemd_root(node), FakeSystemctl())
+    assert digest(node) == before
+
+
+# --- requirements, blockers, expectations -------------------------------------------------------
+
+def info(available=True, config_ksm="y", writable=True, knobs=None):
+    return {"available": available, "reason": None if available else "/sys/kernel/mm/ksm does not exist: the kernel "
+            "lacks KSM, or this is a container that cannot see it", "sysfs_path": "/sys/kernel/mm/ksm",
+            "kernel": {"config_ksm": config_ksm, "config_source": "/proc/config.gz"},
+            "knobs": {"run": 0, "advisor_mode": "none"} if knobs is None else knobs,
+            "node": {"sysfs_writable": writable}}
+
+
+ALL = ["config_ksm", "available", "writable", "advisor"]
+
+
+def test_requirements_met():
+    assert _node_checks.unmet_requirements(info(), ALL) == []
+
+
+def test_kernel_without_ksm_says_so_once():
+    messages = _node_checks.unmet_requirements(info(available=False, config_ksm="n"), ALL)
+    assert messages == ["The kernel is built without KSM (CONFIG_KSM is not set in /proc/config.gz): "
+                        "boot a kernel with CONFIG_KSM=y."]
+
+
+def test_missing_sysfs_names_the_hardware_node():
+    messages = _node_checks.unmet_requirements(info(available=False), ALL)
+    assert len(messages) == 1 and "does not exist" in messages[0] and "target the hardware node" in messages[0]
+
+
+def test_read_only_sysfs_names_the_hardware_node():
+    messages = _node_checks.unmet_requirements(info(writable=False), ALL)
+    assert messages == ["/sys/kernel/mm/ksm exists but is not writable here (a container with a read-only /sys "
+                        "cannot set KSM, the knobs belong to the host kernel): target the hardware node."]
+
+
+def test_kernel_without_the_advisor():
+    messages = _node_checks.unmet_requirements(info(knobs={"run": 1}), ["advisor"])
+    assert len(messages) == 1 and "Linux 6.8" in messages[0] and "pick another profile" in messages[0]
+
+
+def test_requirements_not_asked_are_not_checked():
+    assert _node_checks.unmet_requirements(info(writable=False, knobs={}), ["available"]) == []
+
+
+def test_competing_blockers_spare_the_allowed_kinds():
+    found = [{"kind": "service", "name": "ksm"}, {"kind": "tuned", "name": "virtual-host"}]
+    assert _node_checks.competing_blockers(found, ["service"]) == [{"kind": "tuned", "name": "virtual-host"}]
+    assert _node_checks.competing_blockers(found, []) == found
+
+
+@pytest.mark.parametrize("knobs, expect, mismatches", [
+    ({"run": 1, "pages_to_scan": 1000}, {"run": 1, "pages_to_scan": 1000}, []),
+    ({"run": 1, "pages_to_scan": 100}, {"run": 1, "pages_to_scan": 1000}, ["pages_to_scan=100 (wanted 1000)"]),
+    ({"use_zero_pages": 1}, {"use_zero_pages": True}, []),
+    ({"use_zero_pages": 0}, {"use_zero_pages": True}, ["use_zero_pages=0 (wanted True)"]),
+    ({"advisor_mode": "scan-time"}, {"advisor_mode": "scan-time"}, []),
+    ({"run": 1}, {"run": "1"}, []),
+    ({"run": 1}, {"smart_scan": 1}, []),  # a knob this kernel lacks is not checked
+])
+def test_knob_mismatches(knobs, expect, mismatches):
+    assert _node_checks.knob_mismatches(knobs, expect) == mismatches
+
+
+def test_parse_systemctl_show_blocks():
+    text = "Id=a.service\nUnitFileState=enabled\n\nId=b.service\nUnitFileState=\nActiveState=inactive\n"
+    assert _node_checks.parse_systemctl_show(text) == [
+        {"Id": "a.service", "UnitFileState": "enabled"},
+        {"Id": "b.service", "UnitFileState": "", "ActiveState": "inactive"}]
