@@ -100,10 +100,19 @@ options:
     default: []
   expect:
     description:
-      - Knob name to wanted value. Fails, naming each one, when a knob the kernel has holds
-        another value. Knobs this kernel lacks are not checked.
+      - Knob name to wanted value. The comparison is returned as RV(ksm.expected); with
+        O(on_mismatch=fail) the task fails, naming each knob, when a knob the kernel has holds
+        another value. Knobs this kernel lacks are listed, not compared.
       - Booleans compare as V(0) and V(1); C(advisor_mode) compares with the active choice.
     type: dict
+  on_mismatch:
+    description:
+      - What a difference between O(expect) and the live knobs does. V(fail) verifies a host
+        after a change; V(report) only returns it, so a caller can skip writes that would
+        change nothing.
+    type: str
+    choices: [fail, report]
+    default: fail
   expect_ksmd:
     description:
       - Fail when C(run) is 1 but no C(ksmd) thread is found. Inside a PID namespace (a container)
@@ -279,6 +288,25 @@ ksm:
       description: The host name of the managed host.
       type: str
       sample: hn01.example.com
+    expected:
+      description: The comparison of the live knobs with O(expect).
+      returned: when O(expect) is set and KSM is available
+      type: dict
+      contains:
+        matches:
+          description: Whether every expected knob the kernel has holds the wanted value.
+          type: bool
+          sample: false
+        mismatches:
+          description: C(knob=live (wanted value)) for each knob that differs.
+          type: list
+          elements: str
+          sample: ["pages_to_scan=100 (wanted 1000)"]
+        missing:
+          description: Expected knobs this kernel does not have.
+          type: list
+          elements: str
+          sample: [smart_scan]
     node:
       description: The node probe (O(node_checks)).
       returned: when O(node_checks) is true, O(require) has V(writable) or O(competing) is not V(ignore)
@@ -372,6 +400,7 @@ def main():
             competing=dict(type='str', choices=['ignore', 'warn', 'fail'], default='ignore'),
             competing_allow=dict(type='list', elements='str', choices=list(COMPETING_KINDS), default=[]),
             expect=dict(type='dict'),
+            on_mismatch=dict(type='str', choices=['fail', 'report'], default='fail'),
             expect_ksmd=dict(type='bool', default=False),
             wait_full_scans=dict(type='int', default=0),
             wait_timeout=dict(type='int', default=60),
@@ -433,7 +462,9 @@ def main():
 
     if params['expect'] and info['available']:
         mismatches = knob_mismatches(info['knobs'], params['expect'])
-        if mismatches:
+        info['expected'] = {'matches': not mismatches, 'mismatches': mismatches,
+                            'missing': sorted(set(params['expect']) - set(info['knobs']))}
+        if mismatches and params['on_mismatch'] == 'fail':
             module.fail_json(ksm=info, msg='The kernel does not hold the wanted KSM values: %s.' % ', '.join(mismatches))
     if params['expect_ksmd'] and info['available'] and str(info['knobs'].get('run')) == '1' and not info['ksmd']['running']:
         module.fail_json(ksm=info, msg=(

@@ -430,6 +430,18 @@ def test_expect_matching_knobs(run_module, fake_sysfs, proc, config):
     assert not failed
 
 
+def test_expect_reports_without_failing(run_module, fake_sysfs, proc, config):
+    (fake_sysfs / "smart_scan").unlink()
+    set_counters(fake_sysfs, run=1, pages_to_scan=100)
+    failed, result = run_info(run_module, fake_sysfs, proc, config, on_mismatch="report",
+                              expect={"run": 1, "pages_to_scan": 1000, "smart_scan": 1})
+    assert not failed
+    assert result["ksm"]["expected"] == {"matches": False, "mismatches": ["pages_to_scan=100 (wanted 1000)"],
+                                         "missing": ["smart_scan"]}
+    failed, result = run_info(run_module, fake_sysfs, proc, config, on_mismatch="report", expect={"run": 1})
+    assert not failed and result["ksm"]["expected"] == {"matches": True, "mismatches": [], "missing": []}
+
+
 def test_expect_names_every_mismatch(run_module, fake_sysfs, proc, config):
     set_counters(fake_sysfs, run=1, pages_to_scan=100, sleep_millisecs=20)
     failed, result = run_info(run_module, fake_sysfs, proc, config, expect={"run": 1, "pages_to_scan": 1000, "sleep_millisecs": 50})
@@ -489,6 +501,7 @@ def test_wait_full_scans_times_out_clearly(run_module, fake_sysfs, proc, config,
     ({"expect": {"pages_to_scan": 1, "speed": 3}}, "expect: unknown knob(s) speed; known knobs: advisor_mode"),
     ({"require": ["ksm"]}, "require"),
     ({"competing": "disable"}, "competing"),
+    ({"on_mismatch": "ignore"}, "on_mismatch"),
     ({"competing_allow": ["cron"]}, "competing_allow"),
     ({"node_checks": "perhaps"}, "node_checks"),
 ])
