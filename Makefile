@@ -51,6 +51,7 @@ test-integration:
 	# the kernel_lock fixture takes the lock itself (flock here would deadlock with it)
 	python -m pytest -q -p no:cacheprovider tests/integration
 
+# Each scenario's output ends with its step times (tests/tools/step_times.py).
 test-molecule: molecule-node molecule-container molecule-fleet
 
 # Test images, built locally from the Debian mirror and cached by input hash (no registry).
@@ -63,15 +64,15 @@ test-images: images
 
 # The scenario turns the host's KSM on to measure real merging: it runs under the kernel lock.
 molecule-container: images
-	$(KERNEL_LOCK) molecule test -s container
+	$(KERNEL_LOCK) molecule test -s container 2>&1 | python tests/tools/step_times.py
 
 # 20 SSH hosts in namespaces with fake KSM directories: the real kernel is not touched.
 molecule-fleet: images
-	molecule test -s fleet
+	molecule test -s fleet 2>&1 | python tests/tools/step_times.py
 
 # Privileged containers write the host's KSM knobs: the scenario holds the kernel lock.
 molecule-node: images
-	$(KERNEL_LOCK) molecule test -s node
+	$(KERNEL_LOCK) molecule test -s node 2>&1 | python tests/tools/step_times.py
 
 # Benchmarks print measured figures (see benchmarks/README.md); they are not part of `make test`.
 bench-converge: bootstrap-test images
