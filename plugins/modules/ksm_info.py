@@ -24,11 +24,11 @@ description:
   - A host without the KSM sysfs directory is not a failure; the result says C(available=false)
     and why, unless O(require) says it must have KSM.
   - Optionally checks a hardware node before anything is written to it (O(node_checks),
-    O(require), O(competing)): is the KSM sysfs writable here, is systemd the init, which other
+    O(require), O(competing)) - is the KSM sysfs writable here, is systemd the init, which other
     KSM controllers are present (C(ksmtuned), C(ksm.service), an active C(tuned) profile that
     writes KSM knobs, C(rc.local) lines outside the samepage.ksm block).
-  - Optionally verifies a host after a change (O(expect), O(expect_ksmd), O(wait_full_scans)):
-    fails when the live knobs differ from the wanted ones or C(ksmd) does not run.
+  - Optionally verifies a host after a change (O(expect), O(expect_ksmd), O(wait_full_scans)),
+    and fails when the live knobs differ from the wanted ones or C(ksmd) does not run.
   - Never changes anything.
 author:
   - samepage.ksm maintainers (@samepage)
@@ -116,7 +116,7 @@ options:
   expect_ksmd:
     description:
       - Fail when C(run) is 1 but no C(ksmd) thread is found. Inside a PID namespace (a container)
-        the kernel thread is invisible: leave this off there.
+        the kernel thread is invisible, so leave this off there.
     type: bool
     default: false
   wait_full_scans:
@@ -159,7 +159,7 @@ EXAMPLES = r'''
   become: true
   register: ksm_top
 
-- name: Preflight of a hardware node: KSM settable here, no other controller in the way
+- name: Preflight of a hardware node (KSM settable here, no other controller in the way)
   samepage.ksm.ksm_info:
     require: [config_ksm, available, writable]
     competing: fail
