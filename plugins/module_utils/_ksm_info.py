@@ -100,7 +100,8 @@ def kernel_config(paths):
     return None, None, notes
 
 
-def _pid_dirs(proc_path):
+def pid_dirs(proc_path):
+    """The PIDs under proc_path, sorted (none when it cannot be listed)."""
     try:
         names = os.listdir(proc_path)
     except (IOError, OSError):
@@ -128,7 +129,7 @@ def parse_stat(text):
 def find_ksmd(proc_path, ticks=None):
     """The ksmd kernel thread: {running, pid, cpu_seconds} (pid/cpu None when not found)."""
     ticks = ticks or clock_ticks()
-    for pid in _pid_dirs(proc_path):
+    for pid in pid_dirs(proc_path):
         base = os.path.join(proc_path, str(pid))
         try:
             comm = _read_text(os.path.join(base, 'comm')).strip()
@@ -223,7 +224,7 @@ def top_processes(proc_path, limit, size):
         return [], 0
     found = []
     denied = 0
-    for pid in _pid_dirs(proc_path):
+    for pid in pid_dirs(proc_path):
         try:
             entry = process_usage(proc_path, pid)
         except (IOError, OSError) as exc:

@@ -17,6 +17,8 @@ __metaclass__ = type
 import glob
 import os
 
+from ansible_collections.samepage.ksm.plugins.module_utils._ksm import DEFAULT_SYSFS_PATH as KSM_SYSFS
+from ansible_collections.samepage.ksm.plugins.module_utils._ksm_info import pid_dirs
 from ansible_collections.samepage.ksm.plugins.module_utils._persist import (
     BEGIN, END, RELAX_SERVICE, RELAX_TIMER, SERVICE)
 
@@ -24,7 +26,6 @@ COMPETING_SERVICES = ('ksmtuned', 'ksm')
 OUR_UNITS = (SERVICE, RELAX_SERVICE, RELAX_TIMER)
 COMPETING_KINDS = ('service', 'process', 'tuned', 'rc_local')
 REQUIREMENTS = ('available', 'config_ksm', 'writable', 'advisor')
-KSM_SYSFS = '/sys/kernel/mm/ksm'
 TUNED_DIRS = ('/etc/tuned/%s', '/usr/lib/tuned/%s', '/etc/tuned/profiles/%s', '/usr/lib/tuned/profiles/%s')
 SYSV_RUNLEVELS = ('rc2.d', 'rc3.d', 'rc5.d')
 
@@ -74,15 +75,10 @@ def unit_states(systemctl, units):
 
 
 def process_running(proc_path, comm):
-    try:
-        entries = os.listdir(proc_path)
-    except OSError:
-        return False
-    for entry in entries:
-        if entry.isdigit():
-            text = _read(os.path.join(proc_path, entry, 'comm'))
-            if text is not None and text.strip() == comm:
-                return True
+    for pid in pid_dirs(proc_path):
+        text = _read(os.path.join(proc_path, str(pid), 'comm'))
+        if text is not None and text.strip() == comm:
+            return True
     return False
 
 
