@@ -12,7 +12,8 @@ log() { printf '==> %s\n' "$*" >&2; }
 
 apt_packages=(podman runc debootstrap uidmap fuse-overlayfs rpm dnf dnf-plugins-core
   createrepo-c python3-dnf openssh-server openssh-client iproute2 gcc libc6-dev make
-  util-linux procps ca-certificates shellcheck systemd strace)
+  util-linux procps ca-certificates shellcheck systemd strace
+  autoconf automake libtool libtool-bin build-essential)
 
 install_apt() {
   local missing=()
