@@ -15,6 +15,7 @@ __metaclass__ = type
 
 import errno
 import os
+import re
 from collections import namedtuple
 
 DEFAULT_SYSFS_PATH = '/sys/kernel/mm/ksm'
@@ -67,11 +68,16 @@ COUNTERS = (
 
 try:
     _STRING_TYPES = (str, unicode)  # noqa: F821 (Python 2)
+    _INT_TYPES = (int, long)  # noqa: F821 (Python 2)
 except NameError:
     _STRING_TYPES = (str,)
+    _INT_TYPES = (int,)
 
-_TRUE = ('1', 'y', 'yes', 'on', 'true')
-_FALSE = ('0', 'n', 'no', 'off', 'false')
+# Booleans as Ansible users write them. Nothing else: no 'y'/'n', no floats, no other digits.
+BOOL_WORDS = {'true': 1, 'yes': 1, 'on': 1, '1': 1, 'false': 0, 'no': 0, 'off': 0, '0': 0}
+# ASCII digits only, the whole string: str.isdigit() is True for '\u00b2' and Arabic-Indic digits,
+# and '$' would let a trailing newline through.
+_ASCII_DIGITS = re.compile(r'\A[0-9]+\Z')
 
 
 class KsmError(Exception):
@@ -108,42 +114,55 @@ def describe_accepted(spec):
     if spec.kind == 'choice':
         return 'one of %s' % ', '.join(repr(c) for c in spec.choices)
     if spec.kind == 'bool':
-        return 'a boolean (true/false, yes/no, 1/0)'
-    return 'a whole number from %d to %d' % (spec.minimum, spec.maximum)
+        return 'a boolean (true/false, yes/no, on/off, 1/0)'
+    return 'a whole number from %d to %d (an integer or a string of ASCII digits)' % (spec.minimum, spec.maximum)
+
+
+def _as_integer(value):
+    """An int from an int or a string of ASCII digits; None for anything else (bool, float, '1e3')."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, _INT_TYPES):
+        return int(value)
+    if isinstance(value, _STRING_TYPES) and _ASCII_DIGITS.match(value):
+        return int(value)
+    return None
 
 
 def normalize_value(name, value):
-    """Validate one user value. Returns (normalized, error_message_or_None)."""
+    """Validate one user value for knob ``name``: the one normaliser of every door (runtime, boot,
+    verification, role variables). Returns (normalized, error_message_or_None).
+
+    int knobs: an int or a string of ASCII digits, within the knob's range (never a float or a bool);
+    bool knobs: true/false, yes/no, on/off, 1/0 (as bools, ints or case-insensitive strings), normalized
+    to 1/0; choice knobs: exactly one of the choices.
+    """
     spec = KNOB_BY_NAME.get(name)
     if spec is None:
         return None, 'unknown KSM knob %r; known knobs: %s' % (name, ', '.join(KNOB_NAMES))
-    accepted = describe_accepted(spec)
+    invalid = '%s: invalid value %r; expected %s' % (name, value, describe_accepted(spec))
     if spec.kind == 'choice':
-        text = value if isinstance(value, _STRING_TYPES) else None
-        if text is None or text.strip() not in spec.choices:
-            return None, '%s: invalid value %r; expected %s' % (name, value, accepted)
-        return text.strip(), None
+        if isinstance(value, _STRING_TYPES) and value in spec.choices:
+            return str(value), None
+        return None, invalid
     if spec.kind == 'bool':
         if isinstance(value, bool):
             return int(value), None
-        if isinstance(value, int) and value in (0, 1):
-            return value, None
-        if isinstance(value, _STRING_TYPES) and value.strip().lower() in _TRUE + _FALSE:
-            return (1 if value.strip().lower() in _TRUE else 0), None
-        return None, '%s: invalid value %r; expected %s' % (name, value, accepted)
-    # int
-    if isinstance(value, bool):
-        return None, '%s: invalid value %r; expected %s' % (name, value, accepted)
-    number = None
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, _STRING_TYPES) and value.strip().isdigit():
-        number = int(value.strip())
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
+        if isinstance(value, _INT_TYPES) and value in (0, 1):
+            return int(value), None
+        if isinstance(value, _STRING_TYPES) and value.lower() in BOOL_WORDS:
+            return BOOL_WORDS[value.lower()], None
+        return None, invalid
+    number = _as_integer(value)
     if number is None or number < spec.minimum or number > spec.maximum:
-        return None, '%s: invalid value %r; expected %s' % (name, value, accepted)
+        return None, invalid
     return number, None
+
+
+def settings_spec():
+    """The argument_spec entry of a ``settings`` dict: one ``raw`` sub-option per knob, so that
+    Ansible rejects an unknown knob name; values then go through normalize_value()."""
+    return dict(type='dict', options=dict((name, dict(type='raw')) for name in KNOB_NAMES))
 
 
 def validate_settings(settings, current=None):
@@ -152,6 +171,10 @@ def validate_settings(settings, current=None):
     ``current`` (knob -> value as read) lets cross-knob rules see values the user leaves alone.
     Returns (normalized_dict, errors). Nothing is written here.
     """
+    if settings is None:
+        settings = {}
+    if not isinstance(settings, dict):
+        return {}, ['expected a dict of knob name to value, got %r' % (settings,)]
     errors = []
     wanted = {}
     for name in sorted(settings):

@@ -44,9 +44,11 @@ def test_format_knob(name, value, text):
 
 
 @pytest.mark.parametrize("name, value, normalized", [
-    ("run", 0, 0), ("run", "2", 2), ("pages_to_scan", 4294967295, 4294967295), ("pages_to_scan", 7.0, 7),
+    ("run", 0, 0), ("run", "2", 2), ("pages_to_scan", 4294967295, 4294967295), ("pages_to_scan", "0300", 300),
     ("max_page_sharing", 2, 2), ("use_zero_pages", True, 1), ("use_zero_pages", "off", 0),
-    ("smart_scan", "yes", 1), ("smart_scan", 0, 0), ("advisor_mode", " scan-time ", "scan-time"),
+    ("smart_scan", "yes", 1), ("smart_scan", "No", 0), ("smart_scan", "TRUE", 1), ("smart_scan", 0, 0),
+    ("smart_scan", "1", 1), ("smart_scan", "on", 1), ("use_zero_pages", "false", 0),
+    ("advisor_mode", "scan-time", "scan-time"), ("advisor_mode", u"none", "none"),
     ("advisor_max_cpu", 100, 100), ("advisor_target_scan_time", 1, 1),
 ])
 def test_normalize_accepts(name, value, normalized):
@@ -56,14 +58,59 @@ def test_normalize_accepts(name, value, normalized):
 @pytest.mark.parametrize("name, value, accepted", [
     ("run", 3, "from 0 to 2"), ("run", True, "whole number"), ("run", "1.5", "whole number"),
     ("pages_to_scan", -1, "from 0 to 4294967295"), ("pages_to_scan", 7.5, "whole number"),
-    ("max_page_sharing", 1, "from 2 to 2147483647"), ("use_zero_pages", 2, "a boolean"),
-    ("smart_scan", "maybe", "a boolean"), ("advisor_mode", "scan", "'none', 'scan-time'"),
+    # floats and exponent forms are refused even when they are whole (one rule for every door)
+    ("pages_to_scan", 7.0, "whole number"), ("pages_to_scan", "1e3", "whole number"),
+    ("pages_to_scan", 1e3, "whole number"), ("sleep_millisecs", "2.0", "whole number"),
+    # unicode digits: str.isdigit() says yes, the kernel says EINVAL
+    ("pages_to_scan", u"\u00b2", "ASCII digits"), ("sleep_millisecs", u"\u0661\u0662", "ASCII digits"),
+    ("pages_to_scan", u"\uff11\uff10", "ASCII digits"),
+    # surrounding blanks and a trailing newline: the string must be digits and nothing else
+    ("pages_to_scan", "100\n", "whole number"), ("pages_to_scan", " 100", "whole number"),
+    ("pages_to_scan", "", "whole number"), ("pages_to_scan", "-5", "whole number"),
+    ("pages_to_scan", None, "whole number"), ("pages_to_scan", [1], "whole number"),
+    ("max_page_sharing", 1, "from 2 to 2147483647"), ("max_page_sharing", True, "whole number"),
+    ("use_zero_pages", 2, "a boolean"), ("use_zero_pages", 1.0, "a boolean"),
+    ("smart_scan", "maybe", "a boolean"), ("smart_scan", "y", "a boolean"), ("smart_scan", "yes\n", "a boolean"),
+    ("smart_scan", u"\u0661", "a boolean"),
+    ("advisor_mode", "scan", "'none', 'scan-time'"), ("advisor_mode", " scan-time ", "'none', 'scan-time'"),
+    ("advisor_mode", "NONE", "'none', 'scan-time'"),
     ("advisor_mode", 1, "'none', 'scan-time'"), ("advisor_max_cpu", 0, "from 1 to 100"),
 ])
 def test_normalize_rejects_with_what_is_accepted(name, value, accepted):
     normalized, error = _ksm.normalize_value(name, value)
     assert normalized is None
     assert error.startswith("%s: invalid value %r" % (name, value)) and accepted in error
+
+
+def test_normalize_accepts_every_bool_word_and_nothing_else():
+    for word, number in (("true", 1), ("yes", 1), ("on", 1), ("1", 1),
+                         ("false", 0), ("no", 0), ("off", 0), ("0", 0)):
+        assert _ksm.normalize_value("smart_scan", word) == (number, None)
+        assert _ksm.normalize_value("smart_scan", word.upper()) == (number, None)
+
+
+def test_settings_spec_has_one_raw_option_per_knob():
+    spec = _ksm.settings_spec()
+    assert spec["type"] == "dict"
+    assert sorted(spec["options"]) == sorted(_ksm.KNOB_NAMES)
+    assert all(option == {"type": "raw"} for option in spec["options"].values())
+
+
+def test_settings_spec_makes_ansible_reject_a_misspelt_knob():
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+    validator = ArgumentSpecValidator(dict(settings=_ksm.settings_spec()))
+    result = validator.validate(dict(settings=dict(pages_to_scna=5)))
+    assert result.error_messages and "pages_to_scna" in " ".join(result.error_messages)
+    good = validator.validate(dict(settings=dict(pages_to_scan="5", smart_scan="yes")))
+    assert good.error_messages == []
+    # values are left raw for normalize_value: Ansible must not coerce them first
+    assert good.validated_parameters["settings"]["pages_to_scan"] == "5"
+    assert good.validated_parameters["settings"]["run"] is None
+
+
+def test_validate_settings_refuses_a_non_dict():
+    wanted, errors = _ksm.validate_settings("run=1")
+    assert wanted == {} and errors and "expected a dict" in errors[0]
 
 
 def test_normalize_unknown_knob_lists_known_ones():
