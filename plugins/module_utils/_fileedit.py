@@ -6,32 +6,25 @@
 """Managed-block editing and atomic file writes, shared by the collection's modules.
 
 A managed block is a run of whole lines between a begin and an end marker line. Everything
-outside the block is kept byte-for-byte: files are decoded with ``surrogateescape`` so that
-bytes which are not UTF-8 survive a round trip. Private to the collection.
+outside the block is kept byte-for-byte: files are handled as the raw text of _fileplan (bytes
+decoded as latin-1, lossless on Python 2.7 and 3), so bytes that are not UTF-8 survive a round
+trip. Private to the collection.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import os
 import stat
 import tempfile
 
-ENCODING = 'utf-8'
-ERRORS = 'surrogateescape'
+from ansible_collections.samepage.ksm.plugins.module_utils._fileplan import decode, encode  # noqa: F401 (re-exported)
 
 
 class BlockError(Exception):
     """The file's markers are not in a state we can edit safely."""
-
-
-def decode(data):
-    return data.decode(ENCODING, ERRORS)
-
-
-def encode(text):
-    return text.encode(ENCODING, ERRORS)
 
 
 def read_text(path):
@@ -40,7 +33,7 @@ def read_text(path):
         with open(path, 'rb') as handle:
             return decode(handle.read())
     except (IOError, OSError) as exc:
-        if getattr(exc, 'errno', None) == 2:
+        if getattr(exc, 'errno', None) == errno.ENOENT:
             return None
         raise
 
@@ -152,7 +145,7 @@ def remove_file(path):
         os.unlink(path)
         return True
     except OSError as exc:
-        if getattr(exc, 'errno', None) == 2:
+        if getattr(exc, 'errno', None) == errno.ENOENT:
             return False
         raise
 

@@ -251,6 +251,7 @@ boost:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.samepage.ksm.plugins.module_utils import _fileplan
 from ansible_collections.samepage.ksm.plugins.module_utils import _persist as persist
 from ansible_collections.samepage.ksm.plugins.module_utils._fileedit import (
     BlockError, file_diff, read_text, remove_file, write_atomic,
@@ -261,10 +262,8 @@ RC_LOCAL_MODE = 0o755
 
 
 def printable(text):
-    """Text safe to return as JSON: undecodable bytes become U+FFFD (the file keeps them)."""
-    if text is None:
-        return None
-    return text.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')
+    """Text safe to return as JSON: undecodable bytes shown as \\xNN (the file keeps them)."""
+    return _fileplan.printable(text)
 
 
 def file_mode(path):

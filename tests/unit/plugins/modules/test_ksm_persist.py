@@ -283,7 +283,7 @@ def test_rc_local_non_utf8_and_crlf_bytes_survive(tree, converge):
     data = tree.rc_local.read_bytes()
     assert data.startswith(b"#!/bin/sh\r\n\xff\xfe caf\xe9 \x00\r\n" + persist.BEGIN.encode())
     assert data.endswith(persist.END.encode() + b"\nexit 0\r\n")
-    assert "\ufffd" in result["diff"][0]["before"], "undecodable bytes are shown as U+FFFD in the diff"
+    assert "\\xff\\xfe caf\\xe9 \x00" in result["diff"][0]["before"], "undecodable bytes are shown as \\xNN in the diff"
     converge(False)
     converge(True, state="absent")
     assert tree.rc_local.read_bytes() == original
