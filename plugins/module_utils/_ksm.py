@@ -68,7 +68,7 @@ COUNTERS = (
 
 try:
     _STRING_TYPES = (str, unicode)  # noqa: F821 (Python 2)
-    _INT_TYPES = (int, long)  # noqa: F821 (Python 2)
+    _INT_TYPES = (int, type(2 ** 64))  # Python 2's long, without naming it (vermin, 3.x)
 except NameError:
     _STRING_TYPES = (str,)
     _INT_TYPES = (int,)
