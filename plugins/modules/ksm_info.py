@@ -49,6 +49,16 @@ options:
       - Reading other users' processes needs root (C(become)); unreadable ones are counted in a warning.
     type: int
     default: 0
+  top_groups:
+    description:
+      - How many groups of processes to list as RV(ksm.top_groups), those with the highest KSM
+        profit first. A group is a container (podman, docker, containerd, LXC, OpenVZ/Virtuozzo CT),
+        else a systemd unit or slice, else the host, derived from C(/proc/PID/cgroup).
+      - Container names come from the engines' state files where readable (podman's
+        C(containers.json), docker's C(config.v2.json)); no engine command is run.
+      - C(0) lists none and skips the scan of every process. Reading other users' processes needs root.
+    type: int
+    default: 0
   proc_path:
     description:
       - Where procfs is mounted; C(ksmd) and the processes are looked up there.
@@ -284,6 +294,34 @@ ksm:
           description: Whether the process has mergeable memory areas; V(null) when unknown.
           type: bool
       sample: [{"pid": 4242, "comm": "mysqld", "merging_pages": 8192, "profit_bytes": 33161216, "merge_any": true, "mergeable": true}]
+    top_groups:
+      description: Up to O(top_groups) containers, units or slices taking part in KSM, highest profit first.
+      type: list
+      elements: dict
+      contains:
+        kind:
+          description: V(container), V(lxc), V(openvz), V(unit), V(slice) or V(host) (processes in no container or unit).
+          type: str
+        id:
+          description: Container ID, LXC name, CT ID, unit or slice name, or the cgroup path for V(host).
+          type: str
+        name:
+          description: The container's name where its engine's state file says it (the unit name for units); V(null) otherwise.
+          type: str
+        runtime:
+          description: V(podman), V(docker), V(containerd), V(lxc), V(openvz), V(systemd), or V(null) when unknown.
+          type: str
+        processes:
+          description: Processes of the group taking part in KSM.
+          type: int
+        merging_pages:
+          description: Sum of the processes' C(ksm_merging_pages).
+          type: int
+        profit_bytes:
+          description: Sum of the processes' C(ksm_process_profit); V(null) on kernels before 6.1.
+          type: int
+      sample: [{"kind": "container", "id": "ac6bb3b1b8b0...", "name": "web1", "runtime": "podman", "processes": 3,
+                "merging_pages": 8192, "profit_bytes": 33161216}]
     host:
       description: The host name of the managed host.
       type: str
@@ -345,6 +383,7 @@ from ansible.module_utils.basic import AnsibleModule
 import time
 
 from ansible_collections.samepage.ksm.plugins.module_utils._ksm import DEFAULT_SYSFS_PATH, KNOB_NAMES, read_knob
+from ansible_collections.samepage.ksm.plugins.module_utils._groups import top_groups
 from ansible_collections.samepage.ksm.plugins.module_utils._ksm_info import gather
 from ansible_collections.samepage.ksm.plugins.module_utils._node_checks import (
     COMPETING_KINDS, REQUIREMENTS, competing_blockers, knob_mismatches, probe, unmet_requirements)
@@ -353,6 +392,9 @@ from ansible_collections.samepage.ksm.plugins.module_utils._node_checks import (
 def validate(params):
     """Every problem with the options, before anything is read."""
     errors = []
+    if params['top_groups'] < 0:
+        errors.append('top_groups: invalid value %d; expected 0 (none) or a positive number of groups'
+                      % params['top_groups'])
     if params['top_processes'] < 0:
         errors.append('top_processes: invalid value %d; expected 0 (none) or a positive number of processes'
                       % params['top_processes'])
@@ -392,6 +434,7 @@ def main():
         argument_spec=dict(
             sysfs_path=dict(type='path', default=DEFAULT_SYSFS_PATH),
             top_processes=dict(type='int', default=0),
+            top_groups=dict(type='int', default=0),
             proc_path=dict(type='path', default='/proc'),
             kernel_config_paths=dict(type='list', elements='path'),
             node_checks=dict(type='bool', default=False),
@@ -419,6 +462,9 @@ def main():
             top=params['top_processes'],
             config_paths=params['kernel_config_paths'],
         )
+        info['top_groups'], denied = top_groups(params['proc_path'], params['top_groups'], info['page_size'])
+        if denied:
+            warnings.append('cgroups or KSM statistics of %d processes were not readable (they need root: use become)' % denied)
         for warning in warnings:
             module.warn(warning)
         return info
