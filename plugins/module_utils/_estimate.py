@@ -1,0 +1,600 @@
+# -*- coding: utf-8 -*-
+# Copyright: samepage.ksm contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Estimate what KSM would save, before it is turned on, by reading candidate processes' memory.
+
+Private to the collection (leading underscore). Runs on the managed host: Python 2.7 / 3.6 clean.
+Only reads: /proc/PID/{maps,pagemap,mem,status,cgroup,cmdline,ksm_stat}. It never writes, never
+stops or traces a process (reading /proc/PID/mem does not pause the target), and every read
+tolerates a process that exits or remaps memory while it is scanned.
+
+How it counts (one pass, bounded memory):
+- For each candidate, the private mappings of /proc/PID/smaps that hold anonymous memory are
+  walked through /proc/PID/pagemap;
+  pages that are present and anonymous (bit 63 set, bit 61 clear) are read from /proc/PID/mem,
+  in runs of at most RUN_PAGES pages.
+- All-zero pages are counted apart, exactly. A zero page that is not exclusively mapped (bit 56
+  clear) is the kernel's shared zero page (never written, or already merged by use_zero_pages):
+  it costs no memory and is skipped.
+- Every other page gets a CRC-32. Contents are sampled by that hash: a page is kept when its CRC
+  falls in the 1/k slice (low log2(k) bits zero), so every copy of a content is kept or dropped
+  together and the estimate stays unbiased. Kept pages are counted per 64-bit key (CRC-32 and
+  Adler-32) in a table of at most ``max_entries`` contents. When the table is full, k doubles and
+  the contents outside the new slice are dropped; contents already seen ``heavy`` times are kept
+  and counted exactly from then on (weighted by the k at which they were kept), so one content
+  repeated millions of times does not make the estimate swing.
+- A content with n copies saves n - ceil(n / max_page_sharing) pages (KSM shares one KSM page
+  among at most max_page_sharing mappings). Zero pages save all of them with use_zero_pages,
+  else the same as any other content.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import os
+import re
+import struct
+import sys
+import time
+import zlib
+
+from ansible_collections.samepage.ksm.plugins.module_utils._groups import NameResolver, parse_cgroup, classify
+
+PM_PRESENT = 1 << 63
+PM_FILE = 1 << 61
+PM_EXCLUSIVE = 1 << 56
+CHUNK_PAGES = 16384        # pagemap entries read at once (128 KiB of pagemap, 64 MiB of address space)
+RUN_PAGES = 256            # pages read from /proc/PID/mem at once (1 MiB)
+DEFAULT_MAX_ENTRIES = 65536
+DEFAULT_HEAVY = 32
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+PY2 = sys.version_info[0] == 2
+
+# Special mappings KSM never merges (VM_PFNMAP / VM_IO / hugetlb) or that hold no user memory.
+_SPECIAL = re.compile(r'\A(?:\[(?:vvar|vvar_vclock|vdso|vsyscall|uprobes)\]|/anon_hugepage|/dev/hugepages/|/SYSV)')
+
+# The top byte of a pagemap entry (bits 56-63) decides a page's class:
+# 'e' present anonymous exclusive, 's' present anonymous not exclusive, '.' anything else.
+_CLASS_TABLE = bytearray(256)
+for _byte in range(256):
+    if _byte & 0x80 and not _byte & 0x20:
+        _CLASS_TABLE[_byte] = ord('e') if _byte & 0x01 else ord('s')
+    else:
+        _CLASS_TABLE[_byte] = ord('.')
+_CLASS_TABLE = bytes(_CLASS_TABLE)
+_RUNS = re.compile(b'[es]+')
+
+
+def _cpu_seconds():
+    times = os.times()
+    return times[0] + times[1]
+
+
+def _clock():
+    return time.monotonic() if hasattr(time, 'monotonic') else time.time()
+
+
+if PY2:
+    def _views(buf, size):
+        return [buffer(buf, offset, size) for offset in range(0, len(buf) - size + 1, size)]  # noqa: F821 (Python 2)
+else:
+    def _views(buf, size):
+        view = memoryview(buf)
+        return [view[offset:offset + size] for offset in range(0, len(buf) - size + 1, size)]
+
+
+def _read_text(path):
+    with open(path, 'rb') as handle:
+        return handle.read().decode('utf-8', 'replace')
+
+
+def page_size():
+    try:
+        return os.sysconf('SC_PAGE_SIZE')
+    except (ValueError, OSError, AttributeError):
+        return 4096
+
+
+_AREA_HEADER = re.compile(r'\A([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+ *(.*)\Z')
+
+
+def parse_maps(text):
+    """Private mappings KSM could merge, from /proc/PID/maps or /proc/PID/smaps text: list of (start, end).
+
+    With smaps text, mappings whose ``Anonymous:`` size is 0 are left out, so a process that
+    reserves terabytes of address space (a database, a JVM) costs no pagemap walk over them.
+    """
+    areas = []
+    current = None
+    for line in text.splitlines():
+        header = _AREA_HEADER.match(line)
+        if header:
+            current = None
+            start, end, perms, path = header.groups()
+            if len(perms) < 4 or perms[3] != 'p' or _SPECIAL.match(path):
+                continue
+            current = [int(start, 16), int(end, 16)]
+            areas.append(current)
+        elif current is not None and line.startswith('Anonymous:'):
+            fields = line.split()
+            if len(fields) > 1 and fields[1] == '0':
+                areas.pop()
+            current = None
+    return [tuple(area) for area in areas]
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+def saving_of(copies, max_page_sharing):
+    """Pages KSM saves on one content with ``copies`` mappings."""
+    if copies < 2:
+        return 0
+    return copies - _ceil_div(copies, max_page_sharing)
+
+
+class ContentTable:
+    """Sampled page contents: at most max_entries contents counted, in a 1/k slice of CRC-32 space."""
+
+    def __init__(self, max_entries=DEFAULT_MAX_ENTRIES, sample=1, heavy=DEFAULT_HEAVY):
+        self.max_entries = max_entries
+        self.sample = sample
+        self.mask = sample - 1
+        self.heavy = heavy
+        self.counts = {}
+        self.owner = {}
+        self.split = {}
+        self.weight = {}
+        self.heavy_crcs = set()
+        self.size = 0
+        self.shrinks = 0
+        self.last = None
+        self.run = 0
+
+    def wants(self, crc):
+        return not crc & self.mask or crc in self.heavy_crcs
+
+    def page(self, crc, view, group):
+        """Count one non-zero page with CRC-32 crc (view: its bytes, hashed again only when kept)."""
+        if crc == self.last:
+            self.run += 1
+            if self.run == self.heavy:
+                # A content repeated in a run (a buffer filled with one pattern) is counted exactly from
+                # here, with the run's earlier copies, whatever its hash: one such content must not
+                # make the estimate swing by the sampling factor.
+                key = crc | (zlib.adler32(view) & 0xffffffff) << 32
+                if key in self.counts:
+                    self.weight[key] = 1
+                    self.heavy_crcs.add(crc)
+                    self.add(key, group)
+                else:
+                    self._promote(key, group, self.run)
+                return
+        else:
+            self.last = crc
+            self.run = 1
+        if not crc & self.mask or crc in self.heavy_crcs:
+            self.add(crc | (zlib.adler32(view) & 0xffffffff) << 32, group)
+
+    def end_run(self):
+        self.last = None
+        self.run = 0
+
+    def _promote(self, key, group, copies):
+        self.counts[key] = copies
+        self.owner[key] = group
+        self.weight[key] = 1
+        self.heavy_crcs.add(key & 0xffffffff)
+        self.size += 1
+        if self.size > self.max_entries:
+            self._shrink()
+
+    def add(self, key, group):
+        counts = self.counts
+        copies = counts.get(key)
+        if copies is None:
+            counts[key] = 1
+            self.owner[key] = group
+            self.size += 1
+            if self.size > self.max_entries:
+                self._shrink()
+            return
+        counts[key] = copies + 1
+        split = self.split.get(key)
+        if split is not None:
+            if group not in split:
+                self.size += 1
+            split[group] = split.get(group, 0) + 1
+        elif self.owner[key] != group:
+            self.split[key] = {self.owner[key]: copies, group: 1}
+            self.size += 2
+
+    def _entry_size(self, key):
+        split = self.split.get(key)
+        return 1 + (len(split) if split else 0)
+
+    def _shrink(self):
+        while self.size > self.max_entries:
+            self.shrinks += 1
+            for key, copies in self.counts.items():
+                if copies >= self.heavy and key not in self.weight:
+                    self.weight[key] = self.sample
+            while len(self.weight) > self.max_entries // 2:
+                self.heavy *= 2
+                for key in [k for k in self.weight if self.counts[k] < self.heavy]:
+                    del self.weight[key]
+            self.heavy_crcs = set(key & 0xffffffff for key in self.weight)
+            self.sample *= 2
+            self.mask = self.sample - 1
+            for key in [k for k in self.counts if k & self.mask and k not in self.weight]:
+                del self.counts[key]
+                del self.owner[key]
+                self.split.pop(key, None)
+            self.size = sum(self._entry_size(key) for key in self.counts)
+
+    def totals(self, max_page_sharing):
+        """(saving pages, pages in duplicated contents, per-group {group: [saving, duplicated]}) - estimates."""
+        saving = 0.0
+        duplicated = 0.0
+        per_group = {}
+        for key, copies in self.counts.items():
+            if copies < 2:
+                continue
+            weight = self.weight.get(key, self.sample)
+            save = saving_of(copies, max_page_sharing) * weight
+            saving += save
+            duplicated += copies * weight
+            split = self.split.get(key)
+            shares = split.items() if split else ((self.owner[key], copies),)
+            for group, count in shares:
+                slot = per_group.setdefault(group, [0.0, 0.0])
+                slot[0] += save * count / copies
+                slot[1] += count * weight
+        return saving, duplicated, per_group
+
+
+class Scan:
+    """Counters of one estimate run."""
+
+    def __init__(self, table, deadline):
+        self.table = table
+        self.deadline = deadline
+        self.scanned_pages = 0
+        self.zero_pages = 0
+        self.zero_mapped = 0
+        self.unreadable_pages = 0
+        self.complete = True
+        self.group_pages = {}
+        self.group_zero = {}
+
+
+def _read_at(handle, offset, size):
+    handle.seek(offset)
+    return handle.read(size)
+
+
+def _scan_run(scan, mem, address, classes, size, group, zero):
+    """Read one run of present anonymous pages and count them; returns pages read."""
+    count = len(classes)
+    try:
+        buf = _read_at(mem, address, count * size)
+    except (IOError, OSError, OverflowError, ValueError):
+        buf = b''
+    if len(buf) < count * size:
+        # Part of the run went away (unmapped, or unreadable): retry page by page.
+        pages = []
+        for index in range(count):
+            try:
+                page = _read_at(mem, address + index * size, size)
+            except (IOError, OSError, OverflowError, ValueError):
+                page = b''
+            if len(page) == size:
+                pages.append((index, page))
+            else:
+                scan.unreadable_pages += 1
+        for index, page in pages:
+            _count_page(scan, page, page, 0, classes[index:index + 1] == b'e', group, zero)
+        return len(pages)
+    page = scan.table.page
+    crc32 = zlib.crc32
+    nonzero = 0
+    zeros = 0
+    shared_zeros = 0
+    for index, view in enumerate(_views(buf, size)):
+        offset = index * size
+        if buf.startswith(zero, offset, offset + size):
+            if classes[index:index + 1] == b'e':
+                zeros += 1
+            else:
+                shared_zeros += 1
+            continue
+        nonzero += 1
+        page(crc32(view) & 0xffffffff, view, group)
+    scan.zero_pages += zeros
+    scan.zero_mapped += shared_zeros
+    scan.group_zero[group] = scan.group_zero.get(group, 0) + zeros
+    scan.group_pages[group] = scan.group_pages.get(group, 0) + nonzero + zeros
+    scan.scanned_pages += nonzero + zeros
+    return count
+
+
+def _count_page(scan, buf, view, offset, exclusive, group, zero):
+    size = len(zero)
+    if buf.startswith(zero, offset, offset + size):
+        if exclusive:
+            scan.zero_pages += 1
+            scan.group_zero[group] = scan.group_zero.get(group, 0) + 1
+        else:
+            scan.zero_mapped += 1
+            return
+    else:
+        scan.table.page(zlib.crc32(view) & 0xffffffff, view, group)
+    scan.group_pages[group] = scan.group_pages.get(group, 0) + 1
+    scan.scanned_pages += 1
+
+
+def scan_process(scan, proc_path, pid, group, size):
+    """Count one process's present anonymous pages. Returns False when it could not be read at all.
+
+    Raises IOError/OSError only when the process is gone or unreadable before anything was read.
+    """
+    base = os.path.join(proc_path, str(pid))
+    try:
+        text = _read_text(os.path.join(base, 'smaps'))
+    except (IOError, OSError) as exc:
+        if getattr(exc, 'errno', None) != errno.ENOENT:
+            raise
+        text = _read_text(os.path.join(base, 'maps'))     # kernels without smaps (CONFIG_PROC_PAGE_MONITOR)
+    areas = parse_maps(text)
+    zero = b'\0' * size
+    empty_chunk = b'\0' * (8 * CHUNK_PAGES)
+    scan.table.end_run()
+    with open(os.path.join(base, 'pagemap'), 'rb', 0) as pagemap:
+        with open(os.path.join(base, 'mem'), 'rb', 0) as mem:
+            for start, end in areas:
+                address = start
+                while address < end:
+                    if _clock() > scan.deadline:
+                        scan.complete = False
+                        return True
+                    pages = min(CHUNK_PAGES, (end - address) // size)
+                    try:
+                        entries = _read_at(pagemap, (address // size) * 8, pages * 8)
+                    except (IOError, OSError, OverflowError, ValueError):
+                        break   # the mapping went away: go on with the next one
+                    if not entries:
+                        break
+                    if entries != empty_chunk[:len(entries)]:
+                        classes = entries[7::8].translate(_CLASS_TABLE)
+                        for match in _RUNS.finditer(classes):
+                            first, last = match.span()
+                            while first < last:
+                                stop = min(last, first + RUN_PAGES)
+                                _scan_run(scan, mem, address + first * size, classes[first:stop], size, group, zero)
+                                first = stop
+                    address += pages * size
+    return True
+
+
+def parse_status(text):
+    """RssAnon in bytes and whether the task is a kernel thread (no VmSize line), from /proc/PID/status."""
+    anon = None
+    user = False
+    for line in text.splitlines():
+        if line.startswith('RssAnon:'):
+            anon = int(line.split()[1]) * 1024
+        elif line.startswith('VmSize:'):
+            user = True
+    return (anon or 0), user
+
+
+def parse_ksm_stat(text):
+    values = {}
+    for line in text.splitlines():
+        parts = line.replace(':', ' ').split()
+        if len(parts) == 2:
+            try:
+                values[parts[0]] = int(parts[1])
+            except ValueError:
+                continue
+    return values
+
+
+class Selector:
+    """Which processes are candidates: any of the given selectors (all processes when none), above a size."""
+
+    def __init__(self, pids=None, units=None, cgroups=None, containers=None, command=None, min_bytes=0,
+                 exclude=None):
+        self.pids = set(pids or [])
+        self.units = set(units or [])
+        self.cgroups = [c.rstrip('/') or '/' for c in (cgroups or [])]
+        self.containers = set(containers or [])
+        self.command = re.compile(command) if command else None
+        self.min_bytes = min_bytes
+        self.exclude = set(exclude or [])
+        self.any = bool(self.pids or self.units or self.cgroups or self.containers or self.command)
+
+    def _unit_match(self, paths):
+        for path in paths:
+            for component in path.split('/'):
+                if component in self.units or component.rsplit('.', 1)[0] in self.units \
+                        and component.endswith(('.service', '.scope', '.slice')):
+                    return True
+        return False
+
+    def _cgroup_match(self, paths):
+        for path in paths:
+            for wanted in self.cgroups:
+                if wanted == '/' or path == wanted or path.startswith(wanted + '/'):
+                    return True
+        return False
+
+    def matches(self, pid, paths, group, name, cmdline):
+        if pid in self.exclude:
+            return False
+        if not self.any:
+            return True
+        if pid in self.pids:
+            return True
+        if self.units and self._unit_match(paths):
+            return True
+        if self.cgroups and self._cgroup_match(paths):
+            return True
+        if self.containers and group['kind'] in ('container', 'lxc', 'openvz'):
+            ident = group['id']
+            for wanted in self.containers:
+                if wanted == ident or wanted == name or len(wanted) >= 12 and ident.startswith(wanted):
+                    return True
+        if self.command is not None and self.command.search(cmdline):
+            return True
+        return False
+
+
+def _pids(proc_path):
+    try:
+        return sorted(int(name) for name in os.listdir(proc_path) if name.isdigit())
+    except (IOError, OSError):
+        return []
+
+
+def find_candidates(proc_path, selector, group_by='group', root='/'):
+    """(list of candidate dicts, processes that were unreadable for lack of permission)."""
+    names = NameResolver(root)
+    found = []
+    denied = 0
+    for pid in _pids(proc_path):
+        base = os.path.join(proc_path, str(pid))
+        try:
+            anon, user = parse_status(_read_text(os.path.join(base, 'status')))
+            if not user or anon < max(selector.min_bytes, 1):
+                continue
+            entries = parse_cgroup(_read_text(os.path.join(base, 'cgroup')))
+            raw = _read_text(os.path.join(base, 'cmdline'))
+            comm = _read_text(os.path.join(base, 'comm')).strip()
+        except (IOError, OSError) as exc:
+            if getattr(exc, 'errno', None) in (errno.EACCES, errno.EPERM):
+                denied += 1
+            continue
+        except ValueError:
+            continue
+        cmdline = raw.replace('\0', ' ').strip() or comm
+        group = classify(entries)
+        group['name'] = names.name(group)
+        if not selector.matches(pid, [path for _c, path in entries], group, group['name'], cmdline):
+            continue
+        if group_by == 'process':
+            group = {'kind': 'process', 'id': str(pid), 'name': comm, 'runtime': None}
+        found.append({'pid': pid, 'comm': comm, 'anon_bytes': anon, 'group': group})
+    return found, denied
+
+
+def read_mem_total(path='/proc/meminfo'):
+    try:
+        for line in _read_text(path).splitlines():
+            if line.startswith('MemTotal:'):
+                return int(line.split()[1]) * 1024
+    except (IOError, OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _mib(value):
+    return round(value / MIB, 2)
+
+
+def estimate(candidates, proc_path='/proc', use_zero_pages=False, max_page_sharing=256, sample=1,
+             max_entries=DEFAULT_MAX_ENTRIES, time_budget=300, top=10, size=None, heavy=DEFAULT_HEAVY,
+             mem_total=None):
+    """Scan the candidates and return the estimate as a dict (see the ksm_estimate module's RETURN)."""
+    size = size or page_size()
+    started, cpu_started = _clock(), _cpu_seconds()
+    table = ContentTable(max_entries=max_entries, sample=sample, heavy=heavy)
+    scan = Scan(table, started + time_budget)
+    groups = {}
+    merged = {'merging_pages': 0, 'zero_pages': 0, 'profit_bytes': None}
+    vanished = unreadable = scanned = 0
+    for cand in candidates:
+        key = (cand['group']['kind'], cand['group']['id'])
+        info = groups.setdefault(key, dict(cand['group'], processes=0, merging_pages=0))
+        if _clock() > scan.deadline:
+            scan.complete = False
+            break
+        try:
+            scan_process(scan, proc_path, cand['pid'], key, size)
+        except (IOError, OSError) as exc:
+            if getattr(exc, 'errno', None) in (errno.EACCES, errno.EPERM):
+                unreadable += 1
+            else:
+                vanished += 1
+            continue
+        scanned += 1
+        info['processes'] += 1
+        try:
+            stat = parse_ksm_stat(_read_text(os.path.join(proc_path, str(cand['pid']), 'ksm_stat')))
+        except (IOError, OSError):
+            stat = {}
+        merged['merging_pages'] += stat.get('ksm_merging_pages', 0)
+        merged['zero_pages'] += stat.get('ksm_zero_pages', 0)
+        info['merging_pages'] += stat.get('ksm_merging_pages', 0)
+        if 'ksm_process_profit' in stat:
+            merged['profit_bytes'] = (merged['profit_bytes'] or 0) + stat['ksm_process_profit']
+
+    saving, duplicated, per_group = table.totals(max_page_sharing)
+    zeros = scan.zero_pages
+    zero_saving = zeros if use_zero_pages else saving_of(zeros, max_page_sharing)
+    total_saving = saving + zero_saving
+    elapsed = _clock() - started
+    cpu = _cpu_seconds() - cpu_started
+    scanned_bytes = scan.scanned_pages * size
+
+    group_list = []
+    for key, info in groups.items():
+        if not info['processes']:
+            continue
+        group_zero = scan.group_zero.get(key, 0)
+        share = zero_saving * group_zero / zeros if zeros else 0
+        save, dup = per_group.get(key, (0.0, 0.0))
+        pages = int(round(save + share))
+        group_list.append(dict(info, scanned_pages=scan.group_pages.get(key, 0), zero_pages=group_zero,
+                               duplicate_pages=int(round(dup)), saving_pages=pages, saving_bytes=pages * size,
+                               saving_mib=_mib(pages * size)))
+    group_list.sort(key=lambda g: (-g['saving_pages'], -g['scanned_pages'], g['kind'], g['id']))
+
+    saving_pages = int(round(total_saving))
+    result = {
+        'page_size': size,
+        'mem_total_bytes': mem_total,
+        'use_zero_pages': bool(use_zero_pages),
+        'max_page_sharing': max_page_sharing,
+        'candidates': len(candidates),
+        'scanned_processes': scanned,
+        'vanished_processes': vanished,
+        'unreadable_processes': unreadable,
+        'unreadable_pages': scan.unreadable_pages,
+        'scanned_pages': scan.scanned_pages,
+        'scanned_bytes': scanned_bytes,
+        'scanned_mib': _mib(scanned_bytes),
+        'zero_pages': zeros,
+        'shared_zero_pages': scan.zero_mapped,
+        'duplicate_pages': int(round(duplicated)),
+        'saving_pages': saving_pages,
+        'saving_bytes': saving_pages * size,
+        'saving_mib': _mib(saving_pages * size),
+        'saving_percent_of_ram': round(100.0 * saving_pages * size / mem_total, 2) if mem_total else None,
+        'merged': merged,
+        'sample': {'initial': sample, 'final': table.sample, 'entries': table.size, 'max_entries': max_entries,
+                   'heavy_contents': len(table.weight)},
+        'complete': scan.complete,
+        'elapsed_seconds': round(elapsed, 3),
+        'cpu_seconds': round(cpu, 3),
+        'cpu_seconds_per_gib': round(cpu * GIB / scanned_bytes, 3) if scanned_bytes else None,
+        'groups': group_list[:top] if top else [],
+        'group_count': len(group_list),
+    }
+    return result
