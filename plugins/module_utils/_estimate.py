@@ -103,29 +103,33 @@ def page_size():
 _AREA_HEADER = re.compile(r'\A([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+ *(.*)\Z')
 
 
-def parse_maps(text):
-    """Private mappings KSM could merge, from /proc/PID/maps or /proc/PID/smaps text: list of (start, end).
+def parse_maps(lines, smaps=False):
+    """Private mappings KSM could merge, as (start, end), from the lines of /proc/PID/maps or smaps.
 
-    With smaps text, mappings whose ``Anonymous:`` size is 0 are left out, so a process that
-    reserves terabytes of address space (a database, a JVM) costs no pagemap walk over them.
+    A generator, so that a process with tens of thousands of mappings costs no memory here. With
+    smaps, mappings whose ``Anonymous:`` size is 0 are left out: a process that reserves terabytes
+    of address space (a database, a JVM) costs no pagemap walk over them.
     """
-    areas = []
     current = None
-    for line in text.splitlines():
+    for line in lines:
+        if isinstance(line, bytes):
+            line = line.decode('utf-8', 'replace')
+        line = line.rstrip('\n')
         header = _AREA_HEADER.match(line)
         if header:
             current = None
             start, end, perms, path = header.groups()
             if len(perms) < 4 or perms[3] != 'p' or _SPECIAL.match(path):
                 continue
-            current = [int(start, 16), int(end, 16)]
-            areas.append(current)
+            current = (int(start, 16), int(end, 16))
+            if not smaps:
+                yield current
+                current = None
         elif current is not None and line.startswith('Anonymous:'):
             fields = line.split()
-            if len(fields) > 1 and fields[1] == '0':
-                areas.pop()
+            if len(fields) > 1 and fields[1] != '0':
+                yield current
             current = None
-    return [tuple(area) for area in areas]
 
 
 def _ceil_div(a, b):
@@ -340,18 +344,33 @@ def _count_page(scan, buf, view, offset, exclusive, group, zero):
 
 
 def scan_process(scan, proc_path, pid, group, size):
-    """Count one process's present anonymous pages. Returns False when it could not be read at all.
+    """Count one process's present anonymous pages.
 
-    Raises IOError/OSError only when the process is gone or unreadable before anything was read.
+    Raises IOError/OSError when the process is gone or unreadable before anything was read; a
+    process that ends during the scan keeps what was counted.
     """
     base = os.path.join(proc_path, str(pid))
+    smaps = os.path.join(base, 'smaps')
+    if not os.path.exists(smaps):
+        smaps = None        # kernels without CONFIG_PROC_PAGE_MONITOR: maps only
+    listing = open(smaps or os.path.join(base, 'maps'), 'rb')
     try:
-        text = _read_text(os.path.join(base, 'smaps'))
-    except (IOError, OSError) as exc:
-        if getattr(exc, 'errno', None) != errno.ENOENT:
-            raise
-        text = _read_text(os.path.join(base, 'maps'))     # kernels without smaps (CONFIG_PROC_PAGE_MONITOR)
-    areas = parse_maps(text)
+        _scan_areas(scan, base, parse_maps(_lines(listing), smaps=smaps is not None), group, size)
+    finally:
+        listing.close()
+    return True
+
+
+def _lines(handle):
+    """The lines of a /proc listing until it ends or its process does."""
+    try:
+        for line in handle:
+            yield line
+    except (IOError, OSError):
+        return
+
+
+def _scan_areas(scan, base, areas, group, size):
     zero = b'\0' * size
     empty_chunk = b'\0' * (8 * CHUNK_PAGES)
     scan.table.end_run()
@@ -362,7 +381,7 @@ def scan_process(scan, proc_path, pid, group, size):
                 while address < end:
                     if _clock() > scan.deadline:
                         scan.complete = False
-                        return True
+                        return
                     pages = min(CHUNK_PAGES, (end - address) // size)
                     try:
                         entries = _read_at(pagemap, (address // size) * 8, pages * 8)
@@ -379,7 +398,6 @@ def scan_process(scan, proc_path, pid, group, size):
                                 _scan_run(scan, mem, address + first * size, classes[first:stop], size, group, zero)
                                 first = stop
                     address += pages * size
-    return True
 
 
 def parse_status(text):

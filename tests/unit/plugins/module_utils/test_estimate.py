@@ -141,7 +141,7 @@ def test_kernel_threads_small_processes_and_special_mappings_are_skipped(proc):
     plant(proc, 2, anon("X"), status=False).joinpath("status").write_text("Name:\tkthreadd\n")
     plant(proc, 100, anon("X", "X"), maps_extra="7fff0000-7fff1000 r--p 00000000 00:00 0 [vvar]\n"
           "7fff2000-7fff3000 rw-s 00000000 00:05 1 /dev/shm/x\n")
-    assert _estimate.parse_maps((proc / "100" / "maps").read_text()) == [(BASE, BASE + 2 * PAGE)]
+    assert list(_estimate.parse_maps((proc / "100" / "maps").read_text().splitlines())) == [(BASE, BASE + 2 * PAGE)]
     result, _denied = run(proc)
     assert result["candidates"] == 1
     result, _denied = run(proc, **{"select": {"min_bytes": 64 << 20}})
@@ -216,3 +216,17 @@ def test_a_run_of_one_content_after_the_table_filled_is_counted_exactly():
         table.page(crc, b"pattern", "g")
     key = [k for k in table.counts if k & 0xFFFFFFFF == crc]
     assert len(key) == 1 and table.counts[key[0]] == 300 and table.weight[key[0]] == 1
+
+
+def test_smaps_skips_mappings_without_anonymous_memory(proc):
+    base = plant(proc, 100, anon("X", "X"))
+    end = BASE + 2 * PAGE
+    # a terabyte reservation with nothing in it, listed first: never walked
+    (base / "smaps").write_text(
+        "7f0000000000-7f0100000000 ---p 00000000 00:00 0 \nSize:  1073741824 kB\nAnonymous:  0 kB\n"
+        "%x-%x rw-p 00000000 00:00 0 \nSize:  8 kB\nRss:  8 kB\nAnonymous:  8 kB\nVmFlags: rd wr mr mw me ac\n"
+        % (BASE, end))
+    with open(base / "smaps", "rb") as handle:
+        assert list(_estimate.parse_maps(handle, smaps=True)) == [(BASE, end)]
+    result, _denied = run(proc)
+    assert result["saving_pages"] == 1 and result["scanned_pages"] == 2
