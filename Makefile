@@ -16,7 +16,7 @@ KERNEL_LOCK := flock /run/lock/samepage-ksm-kernel.lock
 
 .PHONY: site disable bootstrap bootstrap-test images test-images test test-compat test-unit test-lint test-sanity \
 	test-integration test-molecule molecule-node molecule-container molecule-fleet \
-	bench-converge bench-merge clean
+	bench-converge bench-merge bench-estimate clean
 
 site: bootstrap
 	ansible-playbook playbooks/site.yml
@@ -80,6 +80,10 @@ bench-converge: bootstrap-test images
 
 bench-merge: bootstrap-test images
 	python benchmarks/merge_efficacy.py
+
+# Estimate vs what KSM really merges, per workload and sampling rate; CPU s/GiB and peak RSS (kernel lock).
+bench-estimate: bootstrap-test images
+	python benchmarks/estimate_accuracy.py
 
 clean:
 	rm -rf build .cache tests/output .pytest_cache

@@ -3,8 +3,8 @@
 
     .venv/bin/python benchmarks/estimate_accuracy.py [--mib 64] [--procs 4] [--cost-mib 2048] [--skip-containers]
 
-Workloads with a known duplicate structure (every process opts in to KSM with
-prctl(PR_SET_MEMORY_MERGE) before it fills private anonymous memory):
+Workloads with a known duplicate structure (tests/tools/estimate_worker.py: every process
+opts in to KSM with prctl(PR_SET_MEMORY_MERGE) before it fills private anonymous memory):
   identical   every page has a content shared by all processes (page i alike in every process)
   partial     half the pages shared, half unique to each process
   unique      every page unique
@@ -28,7 +28,6 @@ import pathlib
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -48,28 +47,7 @@ RATES = [("default", 1, 65536), ("1/4", 4, 65536), ("1/16", 16, 65536), ("1/64",
 KPF_KSM = 1 << 21
 PFN_MASK = (1 << 55) - 1
 
-WORKER = r"""
-import ctypes, mmap, sys, time
-mib, shared, zero, seed = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-if ctypes.CDLL(None, use_errno=True).prctl(67, 1, 0, 0, 0) != 0:
-    sys.exit("prctl(PR_SET_MEMORY_MERGE) failed: errno %d" % ctypes.get_errno())
-page = mmap.PAGESIZE
-pages = (mib << 20) // page
-area = mmap.mmap(-1, pages * page, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-n_shared, n_zero = int(pages * shared), int(pages * zero)
-for i in range(pages):
-    if i < n_shared:
-        word = b"shared:%08d" % i
-    elif i < n_shared + n_zero:
-        area[i * page:(i + 1) * page] = bytes(page)
-        continue
-    else:
-        word = b"unique:%06d:%08d" % (seed, i)
-    area[i * page:(i + 1) * page] = (word.ljust(31) + b"|") * (page // 32)
-print("ready", flush=True)
-while True:
-    time.sleep(60)
-"""
+WORKER = ROOT / "tests" / "tools" / "estimate_worker.py"
 
 DRIVER = r"""
 import json, resource, sys
@@ -102,9 +80,7 @@ class Workload:
         self.name, self.procs, self.mib, self.shared, self.zero = name, procs, mib, shared, zero
         self.containers = containers
         self.children, self.names, self.pids = [], [], []
-        self.tmp = tempfile.mkdtemp(prefix="estimate-bench-")
-        self.script = os.path.join(self.tmp, "worker.py")
-        pathlib.Path(self.script).write_text(WORKER)
+        self.script = str(WORKER)
 
     def __enter__(self):
         args = [str(self.mib), str(self.shared), str(self.zero)]
@@ -141,8 +117,6 @@ class Workload:
             child.stdout.close()
         for name in self.names:
             podman("rm", "-f", "-t", "0", name, check=False)
-        pathlib.Path(self.script).unlink()
-        os.rmdir(self.tmp)
         return False
 
 
