@@ -76,7 +76,7 @@ prctl:
   type: dict
   contains:
     works:
-      description: The probe child's exec'd program showed C(ksm_merge_any: yes).
+      description: "The probe child's exec'd program showed C(ksm_merge_any: yes)."
       type: bool
       returned: always
     reason:
@@ -90,7 +90,7 @@ memoryksm:
   type: dict
   contains:
     works:
-      description: A transient unit with C(MemoryKSM=yes) ran and showed C(ksm_merge_any: yes).
+      description: "A transient unit with C(MemoryKSM=yes) ran and showed C(ksm_merge_any: yes)."
       type: bool
       returned: always
     reason:

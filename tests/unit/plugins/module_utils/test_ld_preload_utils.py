@@ -117,7 +117,7 @@ def test_mentions_preload(text, sets):
 def test_block_bodies_run_in_sh():
     """The guarded form appends once, whatever separator the inherited value uses."""
     body = lp.shell_block_body(LIB, 7, append=True)
-    script = lp.render(body) + 'printf "%s|%s" "$LD_PRELOAD" "$KSMP_MERGE_THRESHOLD"\n'
+    script = lp.render(body, "demo") + 'printf "%s|%s" "$LD_PRELOAD" "$KSMP_MERGE_THRESHOLD"\n'
     for inherited, expected in [
         (None, LIB), ("/a.so", "/a.so " + LIB), ("/a.so " + LIB, "/a.so " + LIB),
         ("/a.so:" + LIB, "/a.so:" + LIB), (LIB + ".1", LIB + ".1 " + LIB), ("", LIB),
@@ -132,12 +132,12 @@ def test_block_bodies_run_in_sh():
 
 def test_put_and_remove_without_final_newline():
     text = "#!/bin/sh\nPATH=/bin"
-    block = lp.render(["LD_PRELOAD=" + LIB, "export LD_PRELOAD"])
-    added = lp.put_block(text, block, len(text))
+    block = lp.render(["LD_PRELOAD=" + LIB, "export LD_PRELOAD"], "demo")
+    added = lp.put_block(text, block, len(text), "demo")
     assert added == text + "\n" + block.rstrip("\n")
-    assert lp.put_block(added, block, 0) == added
-    assert lp.remove_our_block(added) == text
-    assert lp.remove_our_block(text) == text and lp.remove_our_block(None) is None
+    assert lp.put_block(added, block, 0, "demo") == added
+    assert lp.remove_our_block(added, "demo") == text
+    assert lp.remove_our_block(text, "demo") == text and lp.remove_our_block(None, "demo") is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,11 +235,11 @@ def scripts(draw):
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=scripts(), append=st.booleans(), threshold=st.one_of(st.none(), st.integers(0, 10 ** 9)))
 def test_add_then_remove_gives_back_original_bytes(text, append, threshold):
-    block = lp.render(lp.shell_block_body(LIB, threshold, append))
+    block = lp.render(lp.shell_block_body(LIB, threshold, append), "demo")
     offset, rule = lp.script_offset(text)
-    added = lp.put_block(text, block, offset)
-    assert added.count(lp.BEGIN) == 1
-    assert lp.our_block_body(added) == lp.shell_block_body(LIB, threshold, append)
-    assert lp.put_block(added, block, 0) == added           # idempotent
-    assert lp.remove_our_block(added) == text                # exact inverse
-    assert lp.remove_our_block(added).encode("utf-8", "surrogateescape") == text.encode("utf-8", "surrogateescape")
+    added = lp.put_block(text, block, offset, "demo")
+    assert added.count(lp.markers("demo")[0]) == 1
+    assert lp.our_block_body(added, "demo") == lp.shell_block_body(LIB, threshold, append)
+    assert lp.put_block(added, block, 0, "demo") == added           # idempotent
+    assert lp.remove_our_block(added, "demo") == text                # exact inverse
+    assert lp.remove_our_block(added, "demo").encode("utf-8", "surrogateescape") == text.encode("utf-8", "surrogateescape")
