@@ -35,7 +35,10 @@ options:
     type: str
     default: KSM fleet report
   top:
-    description: How many of each host's top processes to show in the Markdown table (the JSON keeps them all).
+    description:
+      - How many of each host's top processes to show in the Markdown table, and how many of its top
+        groups (containers, units, slices from C(ksm_info) option C(top_groups)) in the groups table.
+      - The JSON keeps them all.
     type: int
     default: 3
 '''
@@ -63,7 +66,7 @@ _value:
   type: dict
   contains:
     markdown:
-      description: A Markdown document with one table row per host and a fleet total line.
+      description: A Markdown document with one table row per host, a fleet total line, and a table of each host's top groups when there are any.
       type: str
     json:
       description: The same data as a JSON document (C(generated), C(totals), C(hosts)).
@@ -109,7 +112,9 @@ _value:
           description: Fleet C(pages_sharing / pages_shared); V(null) when nothing is shared.
           type: float
     hosts:
-      description: One entry per host, sorted by host name, with C(host), C(status) (V(ok), V(no_ksm), V(unreachable), V(failed)), C(reason) and the figures.
+      description:
+        - One entry per host, sorted by host name, with C(host), C(status) (V(ok), V(no_ksm), V(unreachable), V(failed)),
+          C(reason) and the figures, C(top_processes) and C(top_groups) as C(ksm_info) returned them.
       type: list
       elements: dict
 '''
@@ -139,7 +144,7 @@ def host_entry(host, result):
         'saved_bytes': None, 'saved_mib': None, 'general_profit_bytes': None, 'general_profit_mib': None,
         'pages_shared': None, 'pages_sharing': None, 'sharing_ratio': None, 'unshared_ratio': None,
         'full_scans': None, 'run': None, 'ksmd_running': None, 'ksmd_cpu_seconds': None,
-        'config_ksm': None, 'page_size': None, 'top_processes': [], 'knobs': {}, 'counters': {},
+        'config_ksm': None, 'page_size': None, 'top_processes': [], 'top_groups': [], 'knobs': {}, 'counters': {},
     }
     if not isinstance(result, dict):
         entry['reason'] = 'no ksm_info result for this host'
@@ -180,6 +185,7 @@ def host_entry(host, result):
         'full_scans': counters.get('full_scans'),
         'run': knobs.get('run'),
         'top_processes': list(ksm.get('top_processes') or []),
+        'top_groups': list(ksm.get('top_groups') or []),
         'knobs': dict(knobs),
         'counters': dict(counters),
     })
@@ -235,6 +241,26 @@ def _process_cell(processes, page_size, top):
     return _cell(', '.join(shown)) if shown else '-'
 
 
+def _group_table(entries, top):
+    """A second table: each host's top containers, units and slices (ksm_info top_groups)."""
+    rows = []
+    for e in entries:
+        for group in e['top_groups'][:top]:
+            pages = group.get('merging_pages')
+            merged = pages * e['page_size'] if isinstance(pages, int) and e['page_size'] else None
+            rows.append('| %s |' % ' | '.join([
+                _cell(e['host']), _cell(group.get('kind')), _cell(group.get('name') or group.get('id')),
+                _cell(group.get('runtime')), _cell(group.get('processes')), _cell(_mib(merged)),
+                _cell(_mib(group.get('profit_bytes')))]))
+        if len(e['top_groups']) > top:
+            rows.append('| %s | +%d more | | | | | |' % (_cell(e['host']), len(e['top_groups']) - top))
+    if not rows:
+        return []
+    return ['', '## Top groups (containers, units, slices)', '',
+            '| Host | Kind | Group | Runtime | Processes | Merged MiB | Profit MiB |',
+            '|---|---|---|---|--:|--:|--:|'] + rows
+
+
 def render_markdown(entries, totals, generated, title, top):
     lines = ['# %s' % title, '']
     if generated:
@@ -260,7 +286,8 @@ def render_markdown(entries, totals, generated, title, top):
     lines += ['', '**Fleet total:** %s MiB saved, general profit %s MiB, on %d of %d hosts '
               '(%d unreachable, %d without KSM, %d failed).' % (
                   _cell(totals['saved_mib']), _cell(totals['general_profit_mib']), totals['reporting'],
-                  totals['hosts'], totals['unreachable'], totals['no_ksm'], totals['failed']), '']
+                  totals['hosts'], totals['unreachable'], totals['no_ksm'], totals['failed'])]
+    lines += _group_table(entries, top) + ['']
     return '\n'.join(lines)
 
 

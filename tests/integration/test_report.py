@@ -173,11 +173,12 @@ def test_fleet_report_with_real_merging(real_ksm, fleet):
         assert "Fleet total" in stdout  # the play shows the report too
 
         # node_exporter textfiles, from the same readings as the report
-        assert prom(tmp / "prom-localhost" / "ksm.prom")["node_ksm_saved_bytes"] == real["saved_bytes"]
+        assert prom(tmp / "prom-localhost" / "ksm.prom")["samepage_ksm_saved_bytes"] == real["saved_bytes"]
         fake_prom = prom(tmp / "prom-fakehn" / "ksm.prom")
-        assert fake_prom["node_ksm_saved_bytes"] == fake["saved_bytes"]
-        assert fake_prom["node_ksm_full_scans_total"] == 12 and fake_prom["node_ksm_available"] == 1
-        assert prom(tmp / "prom-noksm" / "ksm.prom") == {"node_ksm_available": 0.0}
+        assert fake_prom["samepage_ksm_saved_bytes"] == fake["saved_bytes"]
+        assert fake_prom["samepage_ksm_pages_scanned_total"] == 90000 and fake_prom["samepage_ksm_available"] == 1
+        assert prom(tmp / "prom-noksm" / "ksm.prom") == {"samepage_ksm_available": 0.0,
+                                                         "samepage_ksm_ksmd_running": 0.0}
         print("report.yml over 4 hosts took %.1f s" % elapsed)
 
         # check mode writes nothing; a normal re-run leaves unchanged textfiles alone

@@ -1,4 +1,4 @@
-"""The fleet report and Prometheus textfile filters, fed with ksm_info results."""
+"""The fleet report filter, fed with ksm_info results."""
 import copy
 import json
 import re
@@ -8,8 +8,6 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.samepage.ksm.plugins.filter.ksm_fleet_report import FilterModule as ReportFilters
 from ansible_collections.samepage.ksm.plugins.filter.ksm_fleet_report import ksm_fleet_report
-from ansible_collections.samepage.ksm.plugins.filter.ksm_prometheus import FilterModule as PromFilters
-from ansible_collections.samepage.ksm.plugins.filter.ksm_prometheus import ksm_prometheus
 from ansible_collections.samepage.ksm.plugins.module_utils import _ksm_info
 
 MIB = 1048576
@@ -67,7 +65,6 @@ def table_rows(markdown):
 
 def test_filters_are_registered():
     assert ReportFilters().filters() == {"ksm_fleet_report": ksm_fleet_report}
-    assert PromFilters().filters() == {"ksm_prometheus": ksm_prometheus}
 
 
 def test_totals_count_only_hosts_that_reported(fleet):
@@ -156,66 +153,8 @@ def test_bad_input(bad, kwargs, message):
         ksm_fleet_report(bad, **kwargs)
 
 
-# --- Prometheus textfile ------------------------------------------------------------------------
-
-METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-
-
-def parse_textfile(text):
-    """Check the node_exporter text format strictly; return {metric: (type, value)}."""
-    assert text.endswith("\n")
-    metrics, helps, types = {}, set(), {}
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            name = line.split()[2]
-            assert name not in helps, "duplicate HELP for %s" % name
-            helps.add(name)
-        elif line.startswith("# TYPE "):
-            name, kind = line.split()[2:]
-            assert kind in ("gauge", "counter")
-            types[name] = kind
-        else:
-            name, value = line.split(" ")
-            assert METRIC_NAME.match(name), name
-            assert name in helps and name in types, "%s has no HELP/TYPE before it" % name
-            assert name not in metrics, "duplicate sample %s" % name
-            metrics[name] = (types[name], float(value))
-    for name, (kind, _value) in metrics.items():
-        assert name.startswith("node_ksm_")
-        assert name.endswith("_total") == (kind == "counter"), name
-    return metrics
-
-
-def test_prometheus_textfile_for_a_ksm_host():
-    ksm = ksm_result(25600, 2, profit=100 * MIB, unshared=2560, zero=10)["ksm"]
-    metrics = parse_textfile(ksm_prometheus(ksm))
-    assert metrics["node_ksm_available"] == ("gauge", 1.0)
-    assert metrics["node_ksm_saved_bytes"] == ("gauge", float((25600 + 10) * 4096))
-    assert metrics["node_ksm_general_profit_bytes"] == ("gauge", float(100 * MIB))
-    assert metrics["node_ksm_pages_sharing"] == ("gauge", 25600.0)
-    assert metrics["node_ksm_pages_shared"] == ("gauge", 2.0)
-    assert metrics["node_ksm_zero_pages"] == ("gauge", 10.0)
-    assert metrics["node_ksm_full_scans_total"] == ("counter", 3.0)
-    assert metrics["node_ksm_pages_scanned_total"] == ("counter", 1000.0)
-    assert metrics["node_ksm_sleep_seconds"] == ("gauge", 0.02)
-    assert metrics["node_ksm_run"] == ("gauge", 1.0)
-    assert metrics["node_ksm_ksmd_running"] == ("gauge", 1.0)
-    assert metrics["node_ksm_ksmd_cpu_seconds_total"] == ("counter", 1.5)
-    assert "node_ksm_general_profit_bytes" not in parse_textfile(ksm_prometheus(ksm_result(1, 1)["ksm"]))
-
-
-def test_prometheus_textfile_without_ksm_is_not_zeros():
-    metrics = parse_textfile(ksm_prometheus(NO_KSM["ksm"]))
-    assert metrics == {"node_ksm_available": ("gauge", 0.0)}
-
-
-def test_prometheus_rejects_a_whole_registered_result():
-    with pytest.raises(AnsibleFilterError, match='expected the "ksm" dictionary'):
-        ksm_prometheus(UNREACHABLE)
-
-
-def test_module_output_feeds_both_filters(fake_sysfs, tmp_path):
-    """The real gathering code on a fake tree, straight into the filters: the shapes agree."""
+def test_module_output_feeds_the_report(fake_sysfs, tmp_path):
+    """The real gathering code on a fake tree, straight into the report: the shapes agree."""
     for name, value in {"pages_shared": 3, "pages_sharing": 3000, "general_profit": 12000000}.items():
         (fake_sysfs / name).write_text("%d\n" % value)
     info, warnings = _ksm_info.gather(str(fake_sysfs), str(tmp_path / "proc"), top=3,
@@ -224,5 +163,28 @@ def test_module_output_feeds_both_filters(fake_sysfs, tmp_path):
     report = ksm_fleet_report({"hn1": {"changed": False, "ksm": info}, "hn2": {"changed": False, "ksm": info}})
     assert report["totals"]["saved_bytes"] == 2 * 3000 * 4096
     assert report["totals"]["reporting"] == 2
-    metrics = parse_textfile(ksm_prometheus(info))
-    assert metrics["node_ksm_saved_bytes"] == ("gauge", 3000 * 4096.0)
+
+
+def test_top_groups_table(fleet):
+    groups = [{"kind": "container", "id": "a" * 64, "name": "web|1", "runtime": "podman", "processes": 3,
+               "merging_pages": 2560, "profit_bytes": 9 * MIB},
+              {"kind": "unit", "id": "mariadb.service", "name": None, "runtime": "systemd", "processes": 1,
+               "merging_pages": 256, "profit_bytes": None},
+              {"kind": "host", "id": "/", "name": None, "runtime": None, "processes": 1, "merging_pages": 1,
+               "profit_bytes": 4096}]
+    fleet["node-b"]["ksm"]["top_groups"] = groups
+    report = ksm_fleet_report(fleet, top=2)
+    markdown = report["markdown"]
+    table = markdown.split("## Top groups (containers, units, slices)\n\n", 1)[1]
+    assert table.splitlines()[:5] == [
+        "| Host | Kind | Group | Runtime | Processes | Merged MiB | Profit MiB |",
+        "|---|---|---|---|--:|--:|--:|",
+        "| node-b | container | web\\|1 | podman | 3 | 10.00 | 9.00 |",
+        "| node-b | unit | mariadb.service | systemd | 1 | 1.00 | n/a |",
+        "| node-b | +1 more | | | | | |",
+    ]
+    assert markdown.index("**Fleet total:**") < markdown.index("## Top groups")
+    assert next(h for h in report["hosts"] if h["host"] == "node-b")["top_groups"] == groups
+    assert {h["host"]: h["top_groups"] for h in json.loads(report["json"])["hosts"]}["ghost"] == []
+    del fleet["node-b"]["ksm"]["top_groups"]
+    assert "## Top groups" not in ksm_fleet_report(fleet)["markdown"]
