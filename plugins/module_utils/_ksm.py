@@ -23,40 +23,49 @@ DEFAULT_SYSFS_PATH = '/sys/kernel/mm/ksm'
 UINT_MAX = 4294967295
 INT_MAX = 2147483647
 
-# kind: 'int' (decimal, bounded), 'bool' (0/1), 'choice' (one of choices)
-KnobSpec = namedtuple('KnobSpec', ['name', 'kind', 'minimum', 'maximum', 'choices', 'needs_unmerge', 'help'])
+# kind: 'int' (decimal, bounded), 'bool' (0/1), 'choice' (one of choices).
+# default: the kernel's value at boot (Linux 6.x), written back by state=absent with reset.
+# missing_means: how a kernel without the knob behaves, so that asking for that value there is
+# already satisfied (no warning, no strict failure): a kernel without the advisor has it off.
+KnobSpec = namedtuple('KnobSpec', ['name', 'kind', 'minimum', 'maximum', 'choices', 'needs_unmerge', 'help',
+                                   'default', 'missing_means'])
 
 
-def _int(name, minimum, maximum, help_text, needs_unmerge=False):
-    return KnobSpec(name, 'int', minimum, maximum, None, needs_unmerge, help_text)
+def _int(name, minimum, maximum, default, help_text, needs_unmerge=False):
+    return KnobSpec(name, 'int', minimum, maximum, None, needs_unmerge, help_text, default, None)
 
 
-def _bool(name, help_text):
-    return KnobSpec(name, 'bool', 0, 1, None, False, help_text)
+def _bool(name, default, help_text):
+    return KnobSpec(name, 'bool', 0, 1, None, False, help_text, default, None)
 
 
-# Safe write order. advisor_mode goes first: the kernel rejects pages_to_scan (EINVAL) while the
-# scan-time advisor is on, so switching the advisor off must happen before pages_to_scan is written.
-# Knobs that need an empty stable tree (EBUSY otherwise) come next, and run goes last so that
-# ksmd starts with the final tuning.
+# The one table of KSM knobs: every module, the role specs (scripts/gen_knob_specs.py) and the docs
+# come from it. Safe write order: advisor_mode goes first, since the kernel rejects pages_to_scan
+# (EINVAL) while the scan-time advisor is on, so switching the advisor off must happen before
+# pages_to_scan is written. Knobs that need an empty stable tree (EBUSY otherwise) come next, and
+# run goes last so that ksmd starts with the final tuning.
 KNOBS = (
     KnobSpec('advisor_mode', 'choice', None, None, ('none', 'scan-time'), False,
-             'Automatic pages_to_scan tuning: none or scan-time.'),
-    _int('advisor_max_cpu', 1, 100, 'Upper bound of ksmd CPU use, percent, for the scan-time advisor.'),
-    _int('advisor_min_pages_to_scan', 0, UINT_MAX, 'Lower bound of pages_to_scan chosen by the advisor.'),
-    _int('advisor_max_pages_to_scan', 0, UINT_MAX, 'Upper bound of pages_to_scan chosen by the advisor.'),
-    _int('advisor_target_scan_time', 1, UINT_MAX, 'Seconds the advisor aims for one full scan.'),
-    _int('pages_to_scan', 0, UINT_MAX, 'Pages ksmd scans before it sleeps.'),
-    _int('sleep_millisecs', 0, UINT_MAX, 'Milliseconds ksmd sleeps between scans.'),
-    _bool('use_zero_pages', 'Merge empty pages with the kernel zero page.'),
-    _bool('smart_scan', 'Skip pages that did not de-duplicate in earlier scans.'),
-    _int('stable_node_chains_prune_millisecs', 0, UINT_MAX, 'How often stale stable_node chains are pruned.'),
-    _int('merge_across_nodes', 0, 1, 'Merge pages across NUMA nodes.', needs_unmerge=True),
-    _int('max_page_sharing', 2, INT_MAX, 'Most pages that may share one KSM page.', needs_unmerge=True),
-    _int('run', 0, 2, '0 stops ksmd, 1 runs it, 2 stops it and unmerges every merged page.'),
+             'Automatic pages_to_scan tuning (Linux 6.8 and later).', 'none', 'none'),
+    _int('advisor_max_cpu', 1, 100, 70, 'Upper bound of ksmd CPU use, percent, for the scan-time advisor.'),
+    _int('advisor_min_pages_to_scan', 0, UINT_MAX, 500, 'Lower bound of pages_to_scan chosen by the advisor.'),
+    _int('advisor_max_pages_to_scan', 0, UINT_MAX, 30000, 'Upper bound of pages_to_scan chosen by the advisor.'),
+    _int('advisor_target_scan_time', 1, UINT_MAX, 200, 'Seconds the advisor aims for one full scan.'),
+    _int('pages_to_scan', 0, UINT_MAX, 100, 'Pages ksmd scans before it sleeps (not while advisor_mode is scan-time).'),
+    _int('sleep_millisecs', 0, UINT_MAX, 20, 'Milliseconds ksmd sleeps between scans.'),
+    _bool('use_zero_pages', 0, 'Merge empty pages with the kernel zero page.'),
+    _bool('smart_scan', 1, 'Skip pages that did not de-duplicate in earlier scans.'),
+    _int('stable_node_chains_prune_millisecs', 0, UINT_MAX, 2000, 'How often stale stable_node chains are pruned.'),
+    _int('merge_across_nodes', 0, 1, 1, 'Merge pages across NUMA nodes (changing it unmerges every page first).',
+         needs_unmerge=True),
+    _int('max_page_sharing', 2, INT_MAX, 256, 'Most pages that may share one KSM page (changing it unmerges every page '
+         'first).', needs_unmerge=True),
+    _int('run', 0, 2, 0, '0 stops ksmd, 1 runs it, 2 stops it and unmerges every merged page.'),
 )
 
 KNOB_BY_NAME = dict((k.name, k) for k in KNOBS)
+# The knob the unmerge dance and the ksmd checks drive: 0 stop, 1 run, 2 stop and unmerge.
+RUN = KNOBS[-1].name
 KNOB_NAMES = tuple(k.name for k in KNOBS)
 
 # Read-only counters the kernel may expose (newer kernels add more; readers keep unknown ones).
@@ -127,6 +136,15 @@ def _as_integer(value):
     if isinstance(value, _STRING_TYPES) and _ASCII_DIGITS.match(value):
         return int(value)
     return None
+
+
+def parse_whole(value, minimum=1, maximum=None):
+    """An int option given as an int or ASCII digits (not a float, bool or other digits), within
+    [minimum, maximum]; None when it is not."""
+    number = _as_integer(value)
+    if number is None or number < minimum or (maximum is not None and number > maximum):
+        return None
+    return number
 
 
 def normalize_value(name, value):

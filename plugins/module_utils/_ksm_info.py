@@ -18,11 +18,13 @@ import gzip
 import os
 import platform
 import socket
+import time
 
 from ansible_collections.samepage.ksm.plugins.module_utils._ksm import (
     DEFAULT_SYSFS_PATH,
     KNOB_NAMES,
     read_all,
+    read_knob,
 )
 
 MIB = 1024 * 1024
@@ -149,15 +151,6 @@ def find_ksmd(proc_path, ticks=None):
     return {'running': False, 'pid': None, 'cpu_seconds': None}
 
 
-def _yes_no(text):
-    word = text.strip().lower()
-    if word in ('yes', '1', 'y', 'true'):
-        return True
-    if word in ('no', '0', 'n', 'false'):
-        return False
-    return None
-
-
 def parse_ksm_stat(text):
     """/proc/PID/ksm_stat: 'name value' lines, and 'name: yes|no' for the two flags."""
     values = {}
@@ -167,7 +160,8 @@ def parse_ksm_stat(text):
             continue
         name, raw = parts
         if name in ('ksm_merge_any', 'ksm_mergeable'):
-            values[name] = _yes_no(raw)
+            # the kernel prints exactly "yes" or "no" here
+            values[name] = {'yes': True, 'no': False}.get(raw)
         else:
             try:
                 values[name] = int(raw)
@@ -238,6 +232,26 @@ def top_processes(proc_path, limit, size):
             found.append(entry)
     found.sort(key=lambda e: _profit_key(e, size))
     return found[:limit], denied
+
+
+def _clock():
+    return time.monotonic() if hasattr(time, 'monotonic') else time.time()
+
+
+def wait_for_full_scans(sysfs_path, target, timeout):
+    """Poll full_scans once a second until it reaches target; return (reached, last value, seconds waited)."""
+    started = _clock()
+    while True:
+        try:
+            value = read_knob(sysfs_path, 'full_scans')
+        except (IOError, OSError):
+            value = None
+        waited = _clock() - started
+        if isinstance(value, int) and value >= target:
+            return True, value, waited
+        if waited >= timeout:
+            return False, value, waited
+        time.sleep(1)
 
 
 def hostname():

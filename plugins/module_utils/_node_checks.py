@@ -3,8 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Read-only checks of a KSM node, used by ksm_info: requirements, competing KSM controllers,
-expected knob values.
+"""Read-only checks of a KSM node, used by ksm_sysfs (preflight) and ksm_info (report): competing
+KSM controllers, the init system, our systemd units.
 
 Private to the collection (leading underscore). Runs on the managed host: Python 2.7 / 3.6 clean.
 Every function reads; none writes. Paths are joined below ``root`` so tests can use a fake tree.
@@ -17,7 +17,7 @@ __metaclass__ = type
 import glob
 import os
 
-from ansible_collections.samepage.ksm.plugins.module_utils._ksm import DEFAULT_SYSFS_PATH as KSM_SYSFS
+from ansible_collections.samepage.ksm.plugins.module_utils._ksm import DEFAULT_SYSFS_PATH as KSM_SYSFS, RUN
 from ansible_collections.samepage.ksm.plugins.module_utils._ksm_info import pid_dirs
 from ansible_collections.samepage.ksm.plugins.module_utils._persist import (
     BEGIN, END, RELAX_SERVICE, RELAX_TIMER, SERVICE)
@@ -25,7 +25,6 @@ from ansible_collections.samepage.ksm.plugins.module_utils._persist import (
 COMPETING_SERVICES = ('ksmtuned', 'ksm')
 OUR_UNITS = (SERVICE, RELAX_SERVICE, RELAX_TIMER)
 COMPETING_KINDS = ('service', 'process', 'tuned', 'rc_local')
-REQUIREMENTS = ('available', 'config_ksm', 'writable', 'advisor')
 TUNED_DIRS = ('/etc/tuned/%s', '/usr/lib/tuned/%s', '/etc/tuned/profiles/%s', '/usr/lib/tuned/profiles/%s')
 SYSV_RUNLEVELS = ('rc2.d', 'rc3.d', 'rc5.d')
 
@@ -116,31 +115,37 @@ def tuned_profiles_writing_ksm(root):
     return found
 
 
-def probe(sysfs_path, rc_local_path, systemctl=None, root='/', proc_path='/proc'):
-    """What the node role needs to know before it writes anything, in one read-only pass.
+def probe(sysfs_path, rc_local_path, systemctl=None, root='/', proc_path='/proc', competing=True):
+    """What a KSM node looks like before anything is written to it, in one read-only pass.
 
-    ``systemctl``: callable(argv) -> (rc, out, err), or None when systemctl is not installed."""
+    ``systemctl``: callable(argv) -> (rc, out, err), or None when systemctl is not installed.
+    ``competing``: also look for other KSM controllers (else only the init system and our units)."""
     node = {
         # access(2) reports EROFS for a read-only /sys (unprivileged container), even for root.
-        'sysfs_writable': os.access(os.path.join(sysfs_path, 'run'), os.W_OK),
+        'sysfs_writable': os.access(os.path.join(sysfs_path, RUN), os.W_OK),
         'systemd': bool(systemctl) and os.path.isdir(_under(root, '/run/systemd/system')),
         'competing': [],
         'enabled_units': [],
+        'active_units': [],
     }
-    competing = node['competing']
+    found = node['competing']
 
     def add(kind, name, detail):
-        competing.append({'kind': kind, 'name': name, 'detail': detail})
+        found.append({'kind': kind, 'name': name, 'detail': detail})
 
     if node['systemd']:
-        wanted = ['%s.service' % name for name in COMPETING_SERVICES] + list(OUR_UNITS)
+        wanted = (['%s.service' % name for name in COMPETING_SERVICES] if competing else []) + list(OUR_UNITS)
         states = unit_states(systemctl, wanted)
-        for name in COMPETING_SERVICES:
+        for name in COMPETING_SERVICES if competing else ():
             enabled, active = states.get('%s.service' % name, ('', ''))
             if enabled.startswith('enabled') or active in ('active', 'activating'):
                 add('service', name, 'systemd unit %s.service is %s, %s' % (name, enabled or 'not installed', active))
         node['enabled_units'] = [unit for unit in OUR_UNITS if states.get(unit, ('', ''))[0] == 'enabled']
-    else:
+        node['active_units'] = [unit for unit in OUR_UNITS
+                                if states.get(unit, ('', ''))[1] in ('active', 'activating', 'reloading')]
+    if not competing:
+        return node
+    if not node['systemd']:
         for name in COMPETING_SERVICES:
             script = _under(root, '/etc/init.d/%s' % name)
             if not os.access(script, os.X_OK):
@@ -150,7 +155,7 @@ def probe(sysfs_path, rc_local_path, systemctl=None, root='/', proc_path='/proc'
             if links:
                 add('service', name, 'init script /etc/init.d/%s starts at boot (%s)' % (name, ' '.join(links)))
 
-    if not any(item['name'] == 'ksmtuned' for item in competing) and process_running(proc_path, 'ksmtuned'):
+    if not any(item['name'] == 'ksmtuned' for item in found) and process_running(proc_path, 'ksmtuned'):
         add('process', 'ksmtuned', 'a ksmtuned process is running')
 
     for profile, conf in tuned_profiles_writing_ksm(root):
@@ -165,40 +170,6 @@ def probe(sysfs_path, rc_local_path, systemctl=None, root='/', proc_path='/proc'
     return node
 
 
-def unmet_requirements(info, requirements):
-    """Messages for each requirement the host does not meet (what is wrong and what to do)."""
-    sysfs = info['sysfs_path']
-    kernel = info['kernel']
-    messages = []
-    if 'config_ksm' in requirements and kernel.get('config_ksm') == 'n':
-        messages.append('The kernel is built without KSM (CONFIG_KSM is not set in %s): boot a kernel with '
-                        'CONFIG_KSM=y.' % kernel.get('config_source'))
-    elif 'available' in requirements and not info['available']:
-        messages.append('%s; target the hardware node.' % info['reason'])
-    elif 'writable' in requirements and info['available'] and not (info.get('node') or {}).get('sysfs_writable'):
-        messages.append('%s exists but is not writable here (a container with a read-only /sys cannot set KSM, the '
-                        'knobs belong to the host kernel): target the hardware node.' % sysfs)
-    if 'advisor' in requirements and info['available'] and 'advisor_mode' not in info['knobs']:
-        messages.append('the kernel scan-time advisor needs %s/advisor_mode (Linux 6.8 or newer); this kernel '
-                        'lacks it: pick another profile (conservative, balanced or aggressive).' % sysfs)
-    return messages
-
-
 def competing_blockers(competing, allow):
     """The competing controllers that fail the run: all of them but the allowed kinds."""
     return [item for item in competing if item['kind'] not in allow]
-
-
-def _normalise(value):
-    if isinstance(value, bool):
-        return str(int(value))
-    return str(value).strip()
-
-
-def knob_mismatches(knobs, expect):
-    """'knob=live (wanted value)' for every expected knob the kernel has with another value."""
-    out = []
-    for name in sorted(expect):
-        if name in knobs and _normalise(knobs[name]) != _normalise(expect[name]):
-            out.append('%s=%s (wanted %s)' % (name, knobs[name], expect[name]))
-    return out

@@ -22,14 +22,13 @@ description:
   - Optionally lists the processes that profit most from KSM, from C(/proc/PID/ksm_stat)
     (or C(/proc/PID/ksm_merging_pages) on kernels older than 6.1).
   - A host without the KSM sysfs directory is not a failure; the result says C(available=false)
-    and why, unless O(require) says it must have KSM.
-  - Optionally checks a hardware node before anything is written to it (O(node_checks),
-    O(require), O(competing)) - is the KSM sysfs writable here, is systemd the init, which other
-    KSM controllers are present (C(ksmtuned), C(ksm.service), an active C(tuned) profile that
-    writes KSM knobs, C(rc.local) lines outside the samepage.ksm block).
-  - Optionally verifies a host after a change (O(expect), O(expect_ksmd), O(wait_full_scans)),
-    and fails when the live knobs differ from the wanted ones or C(ksmd) does not run.
-  - Never changes anything.
+    and why.
+  - Optionally reports how the host looks as a KSM node (O(node_checks)) - is the KSM sysfs writable
+    here, is systemd the init, which other KSM controllers are present (C(ksmtuned), C(ksm.service),
+    an active C(tuned) profile that writes KSM knobs, C(rc.local) lines outside the samepage.ksm block).
+    It only reports them; M(samepage.ksm.ksm_sysfs) acts on them (its O(samepage.ksm.ksm_sysfs#module:competing)
+    option) and verifies what it wrote.
+  - Never changes anything, never fails because of what it found.
 author:
   - samepage.ksm maintainers (@samepage)
 extends_documentation_fragment:
@@ -73,76 +72,14 @@ options:
     elements: path
   node_checks:
     description:
-      - Also probe the host as a KSM node and return the result as RV(ksm.node).
-      - Implied by O(require=writable) and by O(competing) other than V(ignore).
+      - Also probe the host as a KSM node and return the result as RV(ksm.node) (report only).
     type: bool
     default: false
   rc_local_path:
     description:
-      - The C(rc.local) file searched for lines that write KSM knobs outside the samepage.ksm block.
+      - The C(rc.local) file that O(node_checks) searches for lines that write KSM knobs outside the samepage.ksm block.
     type: path
     default: /etc/rc.local
-  require:
-    description:
-      - Fail, with what is wrong and what to do, unless the host meets each of these.
-      - V(config_ksm) the kernel is not built without KSM; V(available) the KSM sysfs directory
-        exists; V(writable) it is writable here (not a container with a read-only C(/sys));
-        V(advisor) the kernel has the scan-time advisor (C(advisor_mode), Linux 6.8).
-    type: list
-    elements: str
-    choices: [available, config_ksm, writable, advisor]
-    default: []
-  competing:
-    description:
-      - What to do when other KSM controllers are found (see RV(ksm.node.competing)).
-      - V(ignore) only reports them, V(warn) adds a warning, V(fail) fails unless every one is of
-        a kind listed in O(competing_allow) (those are warned about).
-    type: str
-    choices: [ignore, warn, fail]
-    default: ignore
-  competing_allow:
-    description:
-      - Kinds of competing controllers that do not fail the task with O(competing=fail), for
-        example V(service) when the caller disables those services next.
-    type: list
-    elements: str
-    choices: [service, process, tuned, rc_local]
-    default: []
-  expect:
-    description:
-      - Knob name to wanted value. The comparison is returned as RV(ksm.expected); with
-        O(on_mismatch=fail) the task fails, naming each knob, when a knob the kernel has holds
-        another value. Knobs this kernel lacks are listed, not compared.
-      - Booleans compare as V(0) and V(1); C(advisor_mode) compares with the active choice.
-    type: dict
-  on_mismatch:
-    description:
-      - What a difference between O(expect) and the live knobs does. V(fail) verifies a host
-        after a change; V(report) only returns it, so a caller can skip writes that would
-        change nothing.
-    type: str
-    choices: [fail, report]
-    default: fail
-  expect_ksmd:
-    description:
-      - Fail when C(run) is 1 but no C(ksmd) thread is found. Inside a PID namespace (a container)
-        the kernel thread is invisible, so leave this off there.
-    type: bool
-    default: false
-  wait_full_scans:
-    description:
-      - Wait until the C(full_scans) counter reaches at least this value, polling once a second,
-        then report. V(0) does not wait.
-      - To wait for one whole scan with settings just written, pass the C(full_scans) read before
-        writing them plus 2 (the first increment may finish a scan begun before the change).
-      - C(ksmd) scans only while some process has mergeable memory.
-    type: int
-    default: 0
-  wait_timeout:
-    description:
-      - Seconds O(wait_full_scans) waits before it fails.
-    type: int
-    default: 60
 notes:
   - C(saved_bytes) is C((pages_sharing + ksm_zero_pages) * page_size), the memory KSM merged away.
     C(general_profit) (kernel 6.1 and later) also subtracts the memory KSM's own metadata costs.
@@ -169,19 +106,15 @@ EXAMPLES = r'''
   become: true
   register: ksm_top
 
-- name: Preflight of a hardware node (KSM settable here, no other controller in the way)
+- name: Which other KSM controllers are on this node (report only)
   samepage.ksm.ksm_info:
-    require: [config_ksm, available, writable]
-    competing: fail
+    node_checks: true
   become: true
+  register: ksm_node
 
-- name: After tuning, fail unless the kernel holds the values and ksmd has scanned with them
-  samepage.ksm.ksm_info:
-    expect: {run: 1, pages_to_scan: 1000, sleep_millisecs: 50}
-    expect_ksmd: true
-    wait_full_scans: "{{ ksm_before.ksm.counters.full_scans + 2 }}"
-    wait_timeout: 120
-  become: true
+- name: List them
+  ansible.builtin.debug:
+    msg: "{{ ksm_node.ksm.node.competing | map(attribute='detail') | list }}"
 '''
 
 RETURN = r'''
@@ -326,28 +259,9 @@ ksm:
       description: The host name of the managed host.
       type: str
       sample: hn01.example.com
-    expected:
-      description: The comparison of the live knobs with O(expect).
-      returned: when O(expect) is set and KSM is available
-      type: dict
-      contains:
-        matches:
-          description: Whether every expected knob the kernel has holds the wanted value.
-          type: bool
-          sample: false
-        mismatches:
-          description: C(knob=live (wanted value)) for each knob that differs.
-          type: list
-          elements: str
-          sample: ["pages_to_scan=100 (wanted 1000)"]
-        missing:
-          description: Expected knobs this kernel does not have.
-          type: list
-          elements: str
-          sample: [smart_scan]
     node:
       description: The node probe (O(node_checks)).
-      returned: when O(node_checks) is true, O(require) has V(writable) or O(competing) is not V(ignore)
+      returned: when O(node_checks) is true
       type: dict
       contains:
         sysfs_writable:
@@ -380,53 +294,10 @@ ksm:
 
 from ansible.module_utils.basic import AnsibleModule
 
-import time
-
-from ansible_collections.samepage.ksm.plugins.module_utils._ksm import DEFAULT_SYSFS_PATH, KNOB_NAMES, read_knob
+from ansible_collections.samepage.ksm.plugins.module_utils._ksm import DEFAULT_SYSFS_PATH
 from ansible_collections.samepage.ksm.plugins.module_utils._groups import top_groups
 from ansible_collections.samepage.ksm.plugins.module_utils._ksm_info import gather
-from ansible_collections.samepage.ksm.plugins.module_utils._node_checks import (
-    COMPETING_KINDS, REQUIREMENTS, competing_blockers, knob_mismatches, probe, unmet_requirements)
-
-
-def validate(params):
-    """Every problem with the options, before anything is read."""
-    errors = []
-    if params['top_groups'] < 0:
-        errors.append('top_groups: invalid value %d; expected 0 (none) or a positive number of groups'
-                      % params['top_groups'])
-    if params['top_processes'] < 0:
-        errors.append('top_processes: invalid value %d; expected 0 (none) or a positive number of processes'
-                      % params['top_processes'])
-    if params['wait_full_scans'] < 0:
-        errors.append('wait_full_scans: invalid value %d; expected 0 (do not wait) or the full_scans count to wait for'
-                      % params['wait_full_scans'])
-    if params['wait_timeout'] < 1:
-        errors.append('wait_timeout: invalid value %d; expected a number of seconds >= 1' % params['wait_timeout'])
-    unknown = sorted(set(params['expect'] or {}) - set(KNOB_NAMES))
-    if unknown:
-        errors.append('expect: unknown knob(s) %s; known knobs: %s' % (', '.join(unknown), ', '.join(KNOB_NAMES)))
-    return errors
-
-
-def _clock():
-    return time.monotonic() if hasattr(time, 'monotonic') else time.time()
-
-
-def wait_for_full_scans(sysfs_path, target, timeout):
-    """Poll full_scans once a second until it reaches target; return (reached, last value, seconds waited)."""
-    started = _clock()
-    while True:
-        try:
-            value = read_knob(sysfs_path, 'full_scans')
-        except (IOError, OSError):
-            value = None
-        waited = _clock() - started
-        if isinstance(value, int) and value >= target:
-            return True, value, waited
-        if waited >= timeout:
-            return False, value, waited
-        time.sleep(1)
+from ansible_collections.samepage.ksm.plugins.module_utils._node_checks import probe
 
 
 def main():
@@ -439,48 +310,30 @@ def main():
             kernel_config_paths=dict(type='list', elements='path'),
             node_checks=dict(type='bool', default=False),
             rc_local_path=dict(type='path', default='/etc/rc.local'),
-            require=dict(type='list', elements='str', choices=list(REQUIREMENTS), default=[]),
-            competing=dict(type='str', choices=['ignore', 'warn', 'fail'], default='ignore'),
-            competing_allow=dict(type='list', elements='str', choices=list(COMPETING_KINDS), default=[]),
-            expect=dict(type='dict'),
-            on_mismatch=dict(type='str', choices=['fail', 'report'], default='fail'),
-            expect_ksmd=dict(type='bool', default=False),
-            wait_full_scans=dict(type='int', default=0),
-            wait_timeout=dict(type='int', default=60),
         ),
         supports_check_mode=True,
     )
     params = module.params
-    errors = validate(params)
-    if errors:
-        module.fail_json(msg='; '.join(errors))
+    if params['top_processes'] < 0:
+        module.fail_json(msg='top_processes: invalid value %d; expected 0 (none) or a positive number of processes'
+                         % params['top_processes'])
+    if params['top_groups'] < 0:
+        module.fail_json(msg='top_groups: invalid value %d; expected 0 (none) or a positive number of groups'
+                         % params['top_groups'])
 
-    def read():
-        info, warnings = gather(
-            sysfs_path=params['sysfs_path'],
-            proc_path=params['proc_path'],
-            top=params['top_processes'],
-            config_paths=params['kernel_config_paths'],
-        )
-        info['top_groups'], denied = top_groups(params['proc_path'], params['top_groups'], info['page_size'])
-        if denied:
-            warnings.append('cgroups or KSM statistics of %d processes were not readable (they need root: use become)' % denied)
-        for warning in warnings:
-            module.warn(warning)
-        return info
+    info, warnings = gather(
+        sysfs_path=params['sysfs_path'],
+        proc_path=params['proc_path'],
+        top=params['top_processes'],
+        config_paths=params['kernel_config_paths'],
+    )
+    info['top_groups'], denied = top_groups(params['proc_path'], params['top_groups'], info['page_size'])
+    if denied:
+        warnings.append('cgroups or KSM statistics of %d processes were not readable (they need root: use become)' % denied)
+    for warning in warnings:
+        module.warn(warning)
 
-    info = read()
-    if params['wait_full_scans'] and info['available']:
-        reached, value, waited = wait_for_full_scans(params['sysfs_path'], params['wait_full_scans'], params['wait_timeout'])
-        if not reached:
-            module.fail_json(ksm=info, msg=(
-                'full_scans is %s after %d s, wanted >= %d: ksmd did not finish a whole scan in time. It scans only while '
-                'some process has mergeable memory (MADV_MERGEABLE or prctl PR_SET_MEMORY_MERGE) and run is 1; a larger '
-                'pages_to_scan or a longer wait_timeout helps.' % (value, waited, params['wait_full_scans'])))
-        info = read()
-
-    probing = params['node_checks'] or 'writable' in params['require'] or params['competing'] != 'ignore'
-    if probing:
+    if params['node_checks']:
         systemctl_bin = module.get_bin_path('systemctl')
         systemctl = None
         if systemctl_bin:
@@ -490,32 +343,8 @@ def main():
             info['node'] = probe(params['sysfs_path'], params['rc_local_path'], systemctl=systemctl,
                                  proc_path=params['proc_path'])
         except OSError as exc:
-            module.fail_json(ksm=info, msg='node checks failed: %s' % exc)
-
-    problems = unmet_requirements(info, params['require'])
-    if problems:
-        module.fail_json(ksm=info, msg=' '.join(problems))
-
-    competing = info['node']['competing'] if probing else []
-    if competing and params['competing'] != 'ignore':
-        blockers = competing_blockers(competing, params['competing_allow']) if params['competing'] == 'fail' else []
-        if blockers:
-            module.fail_json(ksm=info, msg=(
-                'Other KSM controllers would override these settings: %s. Remove them, or let the caller warn only.'
-                % '; '.join(item['detail'] for item in blockers)))
-        module.warn('Other KSM controllers may override these settings: %s.'
-                    % '; '.join(item['detail'] for item in competing))
-
-    if params['expect'] and info['available']:
-        mismatches = knob_mismatches(info['knobs'], params['expect'])
-        info['expected'] = {'matches': not mismatches, 'mismatches': mismatches,
-                            'missing': sorted(set(params['expect']) - set(info['knobs']))}
-        if mismatches and params['on_mismatch'] == 'fail':
-            module.fail_json(ksm=info, msg='The kernel does not hold the wanted KSM values: %s.' % ', '.join(mismatches))
-    if params['expect_ksmd'] and info['available'] and str(info['knobs'].get('run')) == '1' and not info['ksmd']['running']:
-        module.fail_json(ksm=info, msg=(
-            'ksmd is not running although run is 1 (a kernel thread is invisible inside a PID namespace: do not ask '
-            'for expect_ksmd when targeting a container).'))
+            module.warn('node checks incomplete: %s' % exc)
+            info['node'] = None
 
     module.exit_json(changed=False, ksm=info)
 

@@ -21,22 +21,26 @@ description:
     The block writes the knobs when O(sysfs_path) exists, in the same safe order as M(samepage.ksm.ksm_sysfs)
     (C(advisor_mode) first, C(merge_across_nodes) and C(max_page_sharing) before C(run), C(run) last).
     Every line of the file outside the block is kept byte for byte.
-  - Where the block goes. An existing block is updated in place. A new block goes right before the file's
-    trailing C(exit) (the last command of the file, ignoring blank and comment lines after it, when it is
-    an C(exit) at the start of a line, such as Debian's C(exit 0)), because a block after it would never run.
-    Otherwise it goes at the end of the file. Any other C(exit) is left alone; an unconditional C(exit)
-    at the start of a line with commands after it gives a warning, since the block may then never run.
+  - Where the block goes. An existing block is updated in place. A new block goes right before the line of the
+    script's final top-level C(exit) (the last command of the file, ignoring blank and comment lines after it,
+    when it is an C(exit) outside any C(if), C(case), loop or function - Debian's C(exit 0), also C(exit 0;) or
+    an indented C(exit 0)), because a block after it would never run. Otherwise it goes at the end of the file.
+    Any other C(exit) is left alone; a top-level C(exit) with commands after it gives a warning, since the
+    block may then never run.
   - >-
     A missing rc.local is created with C(#!/bin/sh) (not C(#!/bin/sh -e), which would stop at the first
     failing write) and mode C(0755), and its block then carries the line
     C(# created by samepage.ksm: remove the file with the block), kept on every update of the block,
     so that removing the block removes the file too (see O(state)). An existing rc.local is made
-    executable when it is not, because systemd's C(rc-local.service) runs it only then. When
+    executable when it is not, because systemd's C(rc-local.service) runs it only then; its block then
+    records the old mode (C(# samepage.ksm: original mode 0644)), which removing the block puts back. When
     O(rc_local_path) is a symbolic link (EL's C(/etc/rc.local) to C(/etc/rc.d/rc.local)), the target is
     edited (or created) and the link kept.
   - V(systemd) writes C(samepage-ksm.service), a oneshot unit with C(ConditionPathExists=) O(sysfs_path),
     C(RemainAfterExit=yes), C(WantedBy=multi-user.target) and one C(ExecStart=) per knob in safe order.
     The module does not run C(systemctl); it returns RV(daemon_reload_needed) and the RV(units) to enable and start.
+    M(samepage.ksm.ksm_sysfs) with O(samepage.ksm.ksm_sysfs#module:persist) writes the same files, sets the running
+    kernel and manages the units in the same call.
   - V(tmpfiles) writes C(samepage-ksm.conf) in O(tmpfiles_dir) with one C(w) line per knob;
     systemd-tmpfiles applies the lines in the order they are listed (tmpfiles.d(5)) early at boot.
   - Boot boost, then relax. With O(boost), the knobs in O(boost) get those values at boot and their
@@ -49,13 +53,16 @@ description:
     (the managed block, an rc.local file that this module created, and our unit and tmpfiles files
     with their C(.wants) links).
   - Every option is validated, and every file read and planned, before anything is written;
-    on any error nothing is written.
+    on any error nothing is written. The files are then changed as a whole - new backend first, the old
+    one removed after - and when one cannot be written (ENOSPC, EROFS, ...) the ones already changed are
+    put back and the error names the file and says that the old configuration stays.
 author:
   - samepage.ksm maintainers (@samepage)
 extends_documentation_fragment:
   - samepage.ksm._attributes
   - samepage.ksm._attributes.platform
   - samepage.ksm._attributes.files
+  - samepage.ksm._knobs
 attributes:
   check_mode:
     support: full
@@ -89,7 +96,7 @@ options:
   settings:
     description:
       - Knob name to value, for example C(run) set to V(1) and C(sleep_millisecs) to V(50).
-      - Knobs are those of M(samepage.ksm.ksm_sysfs), with the same accepted values.
+      - Knobs are those of M(samepage.ksm.ksm_sysfs), with exactly the same accepted values (one normaliser).
       - Required, and not empty, with O(state=present).
     type: dict
   boost:
@@ -103,8 +110,9 @@ options:
     type: dict
   boost_seconds:
     description:
-      - Seconds after boot when the O(boost) values are replaced by the O(settings) values. 1 or more.
-    type: int
+      - Seconds after boot when the O(boost) values are replaced by the O(settings) values. A whole number
+        from V(1) to V(31536000) (one year; 32-bit C(sleep) and C(time_t) end at 2**31-1 seconds).
+    type: raw
     default: 600
   sysfs_path:
     description:
@@ -231,11 +239,11 @@ rc_local_target:
   returned: always
   type: str
   sample: /etc/rc.d/rc.local
-backup_file:
-  description: The backup copy of rc.local made by O(backup); V(null) when none was made.
+backup_files:
+  description: The backup copies made by O(backup), by file (empty when none was made).
   returned: always
-  type: str
-  sample: /etc/rc.local.12345.2026-11-27@00:00:00~
+  type: dict
+  sample: {"/etc/rc.local": "/etc/rc.local.12345.2026-11-27@00:00:00~"}
 settings:
   description: The knobs and values written at boot after any boost, as the kernel gets them.
   returned: always
@@ -251,136 +259,10 @@ boost:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.samepage.ksm.plugins.module_utils import _fileplan
 from ansible_collections.samepage.ksm.plugins.module_utils import _persist as persist
-from ansible_collections.samepage.ksm.plugins.module_utils._fileedit import (
-    BlockError, file_diff, read_text, remove_file, write_atomic,
-)
-
-UNIT_MODE = 0o644
-RC_LOCAL_MODE = 0o755
-
-
-def printable(text):
-    """Text safe to return as JSON: undecodable bytes shown as \\xNN (the file keeps them)."""
-    return _fileplan.printable(text)
-
-
-def file_mode(path):
-    try:
-        return os.stat(path).st_mode & 0o7777
-    except OSError:
-        return None
-
-
-class Plan(object):
-    """The file operations to perform, computed before any of them is done."""
-
-    def __init__(self):
-        self.writes = []    # (path, before, after, mode, backup)
-        self.removals = []  # (path, before, backup)
-        self.warnings = []
-
-    def write(self, path, before, after, mode, backup=False):
-        if before != after or file_mode(path) != mode:
-            self.writes.append((path, before, after, mode, backup))
-
-    def remove(self, path, before, backup=False):
-        self.removals.append((path, before, backup))
-
-    @property
-    def changed(self):
-        return bool(self.writes or self.removals)
-
-    def paths(self):
-        return [w[0] for w in self.writes] + [r[0] for r in self.removals]
-
-    def diffs(self):
-        result = []
-        for path, before, after, mode, dummy in self.writes:
-            diff = file_diff(path, printable(before), printable(after))
-            old_mode = file_mode(path)
-            if old_mode != mode:
-                if old_mode is not None:
-                    diff['before_header'] += ' (mode %04o)' % old_mode
-                diff['after_header'] += ' (mode %04o)' % mode
-            result.append(diff)
-        result.extend(file_diff(path, printable(before), None) for path, before, dummy in self.removals)
-        return result
-
-
-def require_dir(errors, path, what):
-    if not os.path.isdir(path):
-        errors.append('%s %s does not exist (or is not a directory); create it, or point %s elsewhere'
-                      % (what, path, what.split()[0]))
-
-
-def plan_rc_local(module, plan, errors, block_args):
-    """Add our rc.local block (block_args: the arguments of persist.rc_block) or remove it (None).
-
-    A file that the module creates says so in its block (persist.CREATED_FILE, kept on every
-    update); removing that block removes the file when only our shebang line is left in it.
-    """
-    path = module.params['rc_local_path']
-    target = os.path.realpath(path)
-    if os.path.isdir(target):
-        errors.append('rc_local_path %s is a directory; expected the rc.local file' % target)
-        return target
-    try:
-        before = read_text(target)
-    except (IOError, OSError) as exc:
-        errors.append('cannot read %s: %s' % (target, exc))
-        return target
-    try:
-        if block_args is None:
-            if before is None or not persist.has_block(before):
-                return target
-            after = persist.without_block(before)
-            if after is None:
-                plan.remove(target, before, backup=module.params['backup'])
-            else:
-                plan.write(target, before, after, file_mode(target), backup=module.params['backup'])
-            return target
-        block = persist.rc_block(*block_args, created_file=before is None or persist.created_by_us(before))
-        if before is None:
-            require_dir(errors, os.path.dirname(target), 'rc_local_path directory')
-            after = persist.SHEBANG + block
-            mode = RC_LOCAL_MODE
-        else:
-            after = persist.add_block(before, block)
-            mode = persist.executable_mode(file_mode(target))
-    except BlockError as exc:
-        errors.append('%s: %s' % (target, exc))
-        return target
-    start = after.index(persist.BEGIN)
-    early = persist.early_exit_lines(after, before=start)
-    if early:
-        plan.warnings.append(
-            '%s has an unconditional exit on line(s) %s before the samepage.ksm block, which may then '
-            'never run; move the block above it or remove that exit' % (target, ', '.join(str(n) for n in early)))
-    plan.write(target, before, after, mode, backup=module.params['backup'])
-    return target
-
-
-def plan_generated(plan, errors, path, text):
-    """Write (text) or remove (text is None) a file that is entirely ours."""
-    try:
-        before = read_text(path)
-    except (IOError, OSError) as exc:
-        errors.append('cannot read %s: %s' % (path, exc))
-        return
-    if text is None:
-        if before is not None or os.path.islink(path):
-            plan.remove(path, before)
-        return
-    plan.write(path, before, text, UNIT_MODE)
-
-
-def plan_wants_link(plan, systemd_dir, unit):
-    """Remove the link `systemctl enable` made for one of our units."""
-    link = os.path.join(systemd_dir, persist.WANTS[unit], unit)
-    if os.path.islink(link):
-        plan.remove(link, None)
+from ansible_collections.samepage.ksm.plugins.module_utils._fileedit import BlockError
+from ansible_collections.samepage.ksm.plugins.module_utils._fileplan import FilePlan, FilePlanError
+from ansible_collections.samepage.ksm.plugins.module_utils._ksm import parse_whole, settings_spec
 
 
 def main():
@@ -388,89 +270,71 @@ def main():
         argument_spec=dict(
             state=dict(type='str', default='present', choices=['present', 'absent']),
             backend=dict(type='str', default='rc_local', choices=list(persist.BACKENDS)),
-            settings=dict(type='dict'),
-            boost=dict(type='dict'),
-            boost_seconds=dict(type='int', default=600),
+            settings=settings_spec(),
+            boost=settings_spec(),
+            boost_seconds=dict(type='raw', default=600),
             sysfs_path=dict(type='path', default='/sys/kernel/mm/ksm'),
             rc_local_path=dict(type='path', default='/etc/rc.local'),
             systemd_dir=dict(type='path', default='/etc/systemd/system'),
             tmpfiles_dir=dict(type='path', default='/etc/tmpfiles.d'),
             backup=dict(type='bool', default=False),
         ),
+        required_if=[('state', 'present', ('settings',))],
         supports_check_mode=True,
     )
     params = module.params
     state = params['state']
     backend = params['backend'] if state == 'present' else None
     sysfs_path = params['sysfs_path'].rstrip('/') or '/'
+    settings = dict((k, v) for k, v in (params['settings'] or {}).items() if v is not None)
+    boost = dict((k, v) for k, v in (params['boost'] or {}).items() if v is not None)
+    seconds = parse_whole(params['boost_seconds'], 1, persist.BOOST_SECONDS_MAX)
 
+    # Decide: every option, then every file's new content (ours written, the other backends removed).
     boot, relax, errors = persist.validate(
-        state, params['backend'], params['settings'], params['boost'], params['boost_seconds'], sysfs_path)
+        state, params['backend'], settings, boost, seconds if seconds is not None else 600, sysfs_path)
+    if seconds is None:
+        errors.insert(0, 'boost_seconds: invalid value %r; expected a whole number of seconds from 1 to %d (an integer '
+                      'or a string of ASCII digits)' % (params['boost_seconds'], persist.BOOST_SECONDS_MAX))
+    plan = FilePlan(module)
+    info = None
+    if not errors:
+        try:
+            info = persist.plan_boot(plan, backend, boot, relax, seconds, sysfs_path, params['rc_local_path'],
+                                     params['systemd_dir'], params['tmpfiles_dir'], backup=params['backup'])
+        except (BlockError, FilePlanError) as exc:
+            errors.append(str(exc))
     if errors:
         module.fail_json(msg='Invalid options, nothing was written: ' + '; '.join(errors), errors=errors)
 
-    # Decide: every file's new content, for every backend (ours is written, the others removed).
-    plan = Plan()
-    systemd_dir = params['systemd_dir']
-    tmpfiles_dir = params['tmpfiles_dir']
-    block_args = (sysfs_path, boot, relax, params['boost_seconds']) if backend == 'rc_local' else None
-    rc_target = plan_rc_local(module, plan, errors, block_args)
-
-    units = persist.systemd_units(sysfs_path, boot, relax, params['boost_seconds']) if backend == 'systemd' else {}
-    if units:
-        require_dir(errors, systemd_dir, 'systemd_dir')
-    for name in (persist.SERVICE, persist.RELAX_SERVICE, persist.RELAX_TIMER):
-        plan_generated(plan, errors, os.path.join(systemd_dir, name), units.get(name))
-        if name in persist.WANTS and name not in units:
-            plan_wants_link(plan, systemd_dir, name)
-
-    conf = persist.tmpfiles_conf(sysfs_path, boot) if backend == 'tmpfiles' else None
-    if conf is not None:
-        require_dir(errors, tmpfiles_dir, 'tmpfiles_dir')
-    plan_generated(plan, errors, os.path.join(tmpfiles_dir, persist.TMPFILES_CONF), conf)
-
-    if errors:
-        module.fail_json(msg='Nothing was written: ' + '; '.join(errors), errors=errors)
-
-    unit_paths = set(os.path.join(systemd_dir, name) for name in (persist.SERVICE, persist.RELAX_SERVICE, persist.RELAX_TIMER))
-    unit_paths.update(os.path.join(systemd_dir, persist.WANTS[n], n) for n in persist.WANTS)
-    removed = [r[0] for r in plan.removals]
     result = dict(
         changed=plan.changed,
         backend=backend,
-        files=plan.paths(),
-        removed=removed,
-        daemon_reload_needed=any(p in unit_paths for p in plan.paths()),
-        units=[n for n in (persist.SERVICE, persist.RELAX_TIMER) if n in units],
-        units_removed=[os.path.basename(p) for p in removed if p in unit_paths and os.path.dirname(p) == systemd_dir],
+        files=plan.files,
+        removed=plan.removed,
+        daemon_reload_needed=info['daemon_reload_needed'],
+        units=info['units'],
+        units_removed=info['units_removed'],
         rc_local_service=persist.RC_LOCAL_SERVICE if backend == 'rc_local' else None,
-        rc_local_target=rc_target,
-        backup_file=None,
+        rc_local_target=info['rc_local_target'],
+        backup_files={},
         settings=dict(boot),
         boost=dict((name, value) for name, value in boot if name in dict(relax)),
     )
     result['settings'].update(relax)
-    for warning in plan.warnings:
+    for warning in info['warnings']:
         module.warn(warning)
     if module._diff:
-        result['diff'] = plan.diffs()
+        result['diff'] = plan.diff()
 
-    # Act.
-    if not module.check_mode:
-        for path, before, after, mode, backup in plan.writes:
-            try:
-                backup_file = write_atomic(module, path, after, mode=mode, backup=backup)
-            except (IOError, OSError) as exc:
-                module.fail_json(msg='cannot write %s: %s' % (path, exc), **result)
-            if backup_file:
-                result['backup_file'] = backup_file
-        for path, before, backup in plan.removals:
-            try:
-                if backup:
-                    result['backup_file'] = module.backup_local(path)
-                remove_file(path)
-            except (IOError, OSError) as exc:
-                module.fail_json(msg='cannot remove %s: %s' % (path, exc), **result)
+    # Act: the whole change or none of it.
+    if plan.changed and not module.check_mode:
+        try:
+            result['backup_files'] = plan.apply()['backups']
+        except FilePlanError as exc:
+            module.fail_json(msg=str(exc), **result)
+        for warning in plan.warnings:
+            module.warn(warning)
     module.exit_json(**result)
 
 

@@ -1,5 +1,4 @@
-"""_node_checks: the node probe against fake trees and a fake systemctl, requirement messages,
-competing blockers and knob comparison."""
+"""_node_checks: the node probe against fake trees and a fake systemctl, and competing blockers."""
 import os
 
 import pytest
@@ -42,10 +41,10 @@ def node(tmp_path):
     return root
 
 
-def run_probe(root, systemctl=None, rc_local=None):
+def run_probe(root, systemctl=None, rc_local=None, competing=True):
     rc_local_path = str(root / "etc" / "rc.local") if rc_local is None else rc_local
     return _node_checks.probe(str(root / "sys" / "kernel" / "mm" / "ksm"), rc_local_path, systemctl=systemctl,
-                              root=str(root), proc_path=str(root / "proc"))
+                              root=str(root), proc_path=str(root / "proc"), competing=competing)
 
 
 def systemd_root(root):
@@ -54,7 +53,8 @@ def systemd_root(root):
 
 
 def test_clean_host_without_systemd(node):
-    assert run_probe(node) == {"sysfs_writable": True, "systemd": False, "competing": [], "enabled_units": []}
+    assert run_probe(node) == {"sysfs_writable": True, "systemd": False, "competing": [], "enabled_units": [],
+                               "active_units": []}
 
 
 def test_read_only_sysfs_is_not_writable(node, monkeypatch):
@@ -81,6 +81,16 @@ def test_systemd_host_one_call_for_every_unit(node):
     assert result["competing"] == [{"kind": "service", "name": "ksmtuned",
                                     "detail": "systemd unit ksmtuned.service is enabled, active"}]
     assert result["enabled_units"] == ["samepage-ksm.service", "samepage-ksm-relax.timer"]
+    assert result["active_units"] == ["samepage-ksm-relax.timer"]
+
+
+def test_without_competing_only_our_units_are_asked_and_nothing_else_read(node):
+    (node / "etc" / "rc.local").write_text("#!/bin/sh\necho 1 > /sys/kernel/mm/ksm/run\n")
+    systemctl = FakeSystemctl({"ksmtuned.service": ("enabled", "active"), "samepage-ksm.service": ("enabled", "active")})
+    result = run_probe(systemd_root(node), systemctl, competing=False)
+    assert systemctl.calls[0][systemctl.calls[0].index("--") + 1:] == OURS
+    assert result["competing"] == [] and result["enabled_units"] == ["samepage-ksm.service"]
+    assert result["active_units"] == ["samepage-ksm.service"]
 
 
 @pytest.mark.parametrize("enabled, active, competing", [
@@ -186,66 +196,12 @@ def test_probe_writes_nothing(node, digest):
     assert digest(node) == before
 
 
-# --- requirements, blockers, expectations -------------------------------------------------------
-
-def info(available=True, config_ksm="y", writable=True, knobs=None):
-    return {"available": available, "reason": None if available else "/sys/kernel/mm/ksm does not exist: the kernel "
-            "lacks KSM, or this is a container that cannot see it", "sysfs_path": "/sys/kernel/mm/ksm",
-            "kernel": {"config_ksm": config_ksm, "config_source": "/proc/config.gz"},
-            "knobs": {"run": 0, "advisor_mode": "none"} if knobs is None else knobs,
-            "node": {"sysfs_writable": writable}}
-
-
-ALL = ["config_ksm", "available", "writable", "advisor"]
-
-
-def test_requirements_met():
-    assert _node_checks.unmet_requirements(info(), ALL) == []
-
-
-def test_kernel_without_ksm_says_so_once():
-    messages = _node_checks.unmet_requirements(info(available=False, config_ksm="n"), ALL)
-    assert messages == ["The kernel is built without KSM (CONFIG_KSM is not set in /proc/config.gz): "
-                        "boot a kernel with CONFIG_KSM=y."]
-
-
-def test_missing_sysfs_names_the_hardware_node():
-    messages = _node_checks.unmet_requirements(info(available=False), ALL)
-    assert len(messages) == 1 and "does not exist" in messages[0] and "target the hardware node" in messages[0]
-
-
-def test_read_only_sysfs_names_the_hardware_node():
-    messages = _node_checks.unmet_requirements(info(writable=False), ALL)
-    assert messages == ["/sys/kernel/mm/ksm exists but is not writable here (a container with a read-only /sys "
-                        "cannot set KSM, the knobs belong to the host kernel): target the hardware node."]
-
-
-def test_kernel_without_the_advisor():
-    messages = _node_checks.unmet_requirements(info(knobs={"run": 1}), ["advisor"])
-    assert len(messages) == 1 and "Linux 6.8" in messages[0] and "pick another profile" in messages[0]
-
-
-def test_requirements_not_asked_are_not_checked():
-    assert _node_checks.unmet_requirements(info(writable=False, knobs={}), ["available"]) == []
-
+# --- blockers -----------------------------------------------------------------------------------
 
 def test_competing_blockers_spare_the_allowed_kinds():
     found = [{"kind": "service", "name": "ksm"}, {"kind": "tuned", "name": "virtual-host"}]
     assert _node_checks.competing_blockers(found, ["service"]) == [{"kind": "tuned", "name": "virtual-host"}]
     assert _node_checks.competing_blockers(found, []) == found
-
-
-@pytest.mark.parametrize("knobs, expect, mismatches", [
-    ({"run": 1, "pages_to_scan": 1000}, {"run": 1, "pages_to_scan": 1000}, []),
-    ({"run": 1, "pages_to_scan": 100}, {"run": 1, "pages_to_scan": 1000}, ["pages_to_scan=100 (wanted 1000)"]),
-    ({"use_zero_pages": 1}, {"use_zero_pages": True}, []),
-    ({"use_zero_pages": 0}, {"use_zero_pages": True}, ["use_zero_pages=0 (wanted True)"]),
-    ({"advisor_mode": "scan-time"}, {"advisor_mode": "scan-time"}, []),
-    ({"run": 1}, {"run": "1"}, []),
-    ({"run": 1}, {"smart_scan": 1}, []),  # a knob this kernel lacks is not checked
-])
-def test_knob_mismatches(knobs, expect, mismatches):
-    assert _node_checks.knob_mismatches(knobs, expect) == mismatches
 
 
 def test_parse_systemctl_show_blocks():

@@ -1,10 +1,15 @@
 """Unit tests for _persist: validation, renderings, and the rc.local block editor."""
+import errno
+import os
+import pathlib
 import re
+import subprocess
 
 import pytest
 from hypothesis import assume, given, settings as hsettings, strategies as st
 
 from ansible_collections.samepage.ksm.plugins.module_utils import _persist as persist
+from ansible_collections.samepage.ksm.plugins.module_utils import _fileplan
 from ansible_collections.samepage.ksm.plugins.module_utils._fileedit import BlockError, decode, encode
 
 SYSFS = "/sys/kernel/mm/ksm"
@@ -44,8 +49,10 @@ def test_boost_overlays_settings_at_boot_and_relax_restores_only_what_differs():
      r"max_page_sharing cannot be boosted"),
     (dict(settings={"run": 1, "pages_to_scan": 9}, boost={"pages_to_scan": 99}, backend="tmpfiles"),
      r"use backend rc_local or systemd"),
-    (dict(settings={"run": 1}, boost_seconds=0), r"boost_seconds must be a whole number of seconds, 1 or more; got 0"),
+    (dict(settings={"run": 1}, boost_seconds=0), r"boost_seconds must be a whole number of seconds from 1 to 31536000"),
     (dict(settings={"run": 1}, boost_seconds=-5), r"got -5"),
+    (dict(settings={"run": 1}, boost_seconds=86400 * 365 + 1), r"\(one year\); got 31536001"),
+    (dict(settings={"run": 1}, boost_seconds=True), r"got True"),
     (dict(settings={"run": 1}, sysfs="relative/ksm"), r"sysfs_path 'relative/ksm' must be an absolute path"),
     (dict(settings={"run": 1}, sysfs="/sys/kernel/mm/ksm; reboot"), r"must be an absolute path of letters"),
     (dict(settings={"run": 1}, sysfs="/tmp/a b"), r"must be an absolute path"),
@@ -283,3 +290,201 @@ def test_without_block_removes_the_file_only_when_nothing_else_is_left(head, cre
         assert after is None
     else:
         assert after == head
+
+
+# ---------------------------------------------------------------- where the block goes in real-world scripts
+
+@pytest.mark.parametrize("original, before", [
+    # the last command is an exit that ends the script: the block goes right before its line
+    ("#!/bin/sh\nfoo\nexit 0;\n", "exit 0;\n"),
+    ("#!/bin/sh\nfoo\nexit 0 ;  # done\n", "exit 0 ;  # done\n"),
+    ("#!/bin/sh\nfoo\n  exit 0\n", "  exit 0\n"),
+    ("#!/bin/sh\nfoo\n\texit\n\n# end\n", "\texit\n"),
+    # an exit inside a case arm is not the end of the script; the last top-level exit is
+    ("#!/bin/sh\ncase \"$1\" in\n  stop) exit 0 ;;\nesac\nfoo\nexit 0\n", "exit 0\n"),
+    ("#!/bin/sh\ncase \"$1\" in\nstop)\nexit 0\n;;\n*) echo x;;\nesac\nfoo\nexit 0\n", "exit 0\n"),
+    ("#!/bin/sh\nf() {\n  exit 1\n}\nf\nexit 0\n", "exit 0\n"),
+    ("#!/bin/sh\nwhile true; do exit 0; done\nexit 0\n", "exit 0\n"),
+])
+def test_block_goes_before_the_exit_that_really_ends_the_script(original, before):
+    added = persist.add_block(original, BLOCK)
+    assert added.index(persist.BEGIN) == original.rindex(before)
+    assert added.endswith(BLOCK + original[original.rindex(before):])
+    assert persist.remove_block(added) == original
+    assert persist.early_exit_lines(added, before=added.index(persist.BEGIN)) == []
+
+
+@pytest.mark.parametrize("original", [
+    "#!/bin/sh\nif x; then\n  exit 0\nfi\n",             # conditional
+    "#!/bin/sh\ncase \"$1\" in\n  *) exit 0 ;;\nesac\n",  # inside case, last command is esac
+    "#!/bin/sh\nf() {\n  exit 0\n}\n",                   # inside a function
+    "#!/bin/sh\ncat <<EOF\nexit 0\nEOF\n",                # text of a here-document
+    "#!/bin/sh\necho 'a\nexit 0\n'\n",                    # inside a quoted string
+    "#!/bin/sh\nexit 0 && foo\n",                          # not alone on its line
+])
+def test_exits_that_do_not_end_the_script_leave_the_block_at_the_end(original):
+    assert persist.add_block(original, BLOCK) == original + BLOCK
+
+
+def test_exit_in_a_case_arm_at_column_0_is_not_an_early_exit():
+    text = "#!/bin/sh\ncase \"$1\" in\nstop)\nexit 0\n;;\nesac\nfoo\n" + BLOCK
+    assert persist.early_exit_lines(text, before=text.index(persist.BEGIN)) == []
+    text = "#!/bin/sh\nexit 0\nfoo\n" + BLOCK
+    assert persist.early_exit_lines(text, before=text.index(persist.BEGIN)) == [2]
+
+
+def test_unbalanced_script_falls_back_to_the_column_0_rule():
+    # a stray "fi": the scanner gives up, and only an exit alone at column 0 counts
+    assert persist.add_block("#!/bin/sh\nfi\nexit 0\n", BLOCK) == "#!/bin/sh\nfi\n" + BLOCK + "exit 0\n"
+    assert persist.add_block("#!/bin/sh\nfi\n  exit 0\n", BLOCK) == "#!/bin/sh\nfi\n  exit 0\n" + BLOCK
+
+
+@pytest.mark.parametrize("line", [
+    "exit" + " " * 100000 + "x y",
+    "exit" + " " * 100000 + "0" + " " * 100000 + ";" + " " * 100000 + "#",
+    "  " + "\t " * 50000 + "exit 0",
+    "echo" + " " * 100000 + ";" + " " * 100000 + "exit",
+])
+def test_a_long_run_of_blanks_on_one_line_is_handled(line):
+    # one pass per line, no backtracking regex: 100k blanks must not take quadratic time
+    text = "#!/bin/sh\n" + line + "\n"
+    added = persist.add_block(text, BLOCK)
+    assert persist.remove_block(added) == text
+    persist.early_exit_lines(added)
+
+
+# ---------------------------------------------------------------- the planner on a FilePlan
+
+SETTINGS = {"run": 1, "pages_to_scan": 1000}
+
+
+@pytest.fixture
+def etc(tmp_path):
+    root = tmp_path / "etc"
+    (root / "systemd" / "system").mkdir(parents=True)
+    (root / "tmpfiles.d").mkdir()
+    return root
+
+
+def plan_boot(etc, backend, settings=SETTINGS, boost=None, seconds=600, rc_local=None):
+    boot, relax, errors = validate(settings, boost, backend=backend or "rc_local", state="present" if backend else "absent",
+                                   boost_seconds=seconds)
+    assert errors == []
+    plan = _fileplan.FilePlan(None)
+    info = persist.plan_boot(plan, backend, boot, relax, seconds, SYSFS, str(rc_local or etc / "rc.local"),
+                             str(etc / "systemd" / "system") + "/", str(etc / "tmpfiles.d"))
+    return plan, info
+
+
+def test_a_non_executable_rc_local_gets_its_mode_back(etc):
+    rc_local = etc / "rc.local"
+    rc_local.write_text("#!/bin/sh\necho hello\n")
+    os.chmod(str(rc_local), 0o644)  # EL's /etc/rc.d/rc.local ships so
+    plan, dummy = plan_boot(etc, "rc_local")
+    plan.apply()
+    assert os.stat(str(rc_local)).st_mode & 0o7777 == 0o755
+    assert persist.ORIGINAL_MODE + "0644" in rc_local.read_text()
+    plan, dummy = plan_boot(etc, "rc_local", settings={"run": 1})   # an update keeps the record
+    plan.apply()
+    assert persist.ORIGINAL_MODE + "0644" in rc_local.read_text()
+    plan, dummy = plan_boot(etc, None)
+    assert "(mode 0644)" in plan.diff()[0]["after_header"]
+    plan.apply()
+    assert rc_local.read_text() == "#!/bin/sh\necho hello\n"
+    assert os.stat(str(rc_local)).st_mode & 0o7777 == 0o644
+    assert not plan_boot(etc, None)[0].changed
+
+
+def test_an_executable_rc_local_records_no_mode(etc):
+    rc_local = etc / "rc.local"
+    rc_local.write_text("#!/bin/sh\nexit 0\n")
+    os.chmod(str(rc_local), 0o750)
+    plan_boot(etc, "rc_local")[0].apply()
+    assert persist.ORIGINAL_MODE not in rc_local.read_text()
+    plan_boot(etc, None)[0].apply()
+    assert os.stat(str(rc_local)).st_mode & 0o7777 == 0o750
+
+
+def test_trailing_slash_on_systemd_dir_still_reports_removed_units(etc):
+    plan, info = plan_boot(etc, "systemd", boost={"pages_to_scan": 5000})
+    plan.apply()
+    wants = etc / "systemd" / "system" / "timers.target.wants"
+    wants.mkdir()
+    (wants / persist.RELAX_TIMER).symlink_to("../" + persist.RELAX_TIMER)
+    plan, info = plan_boot(etc, "rc_local")
+    assert info["units_removed"] == [persist.SERVICE, persist.RELAX_SERVICE, persist.RELAX_TIMER]
+    assert info["daemon_reload_needed"] is True
+    assert str(wants / persist.RELAX_TIMER) in plan.removed
+    plan.apply()
+    assert sorted(os.listdir(str(etc / "systemd" / "system"))) == ["timers.target.wants"]
+    assert os.listdir(str(wants)) == []
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_switching_backend_is_atomic(etc, monkeypatch, code):
+    plan_boot(etc, "systemd")[0].apply()
+    unit = etc / "systemd" / "system" / persist.SERVICE
+    before = unit.read_bytes()
+    plan, dummy = plan_boot(etc, "rc_local")
+    real = _fileplan.FilePlan._put
+
+    def full_disk(self, path, text, mode, st):
+        if path.endswith("rc.local"):
+            raise OSError(code, os.strerror(code))
+        return real(self, path, text, mode, st)
+
+    monkeypatch.setattr(_fileplan.FilePlan, "_put", full_disk)
+    with pytest.raises(_fileplan.FilePlanError) as caught:
+        plan.apply()
+    message = str(caught.value)
+    assert str(etc / "rc.local") in message and errno.errorcode[code] in message and "nothing was changed" in message
+    assert unit.read_bytes() == before and not (etc / "rc.local").exists()
+
+
+def test_undecodable_bytes_in_rc_local_survive_and_show_escaped(etc):
+    rc_local = etc / "rc.local"
+    data = b"#!/bin/sh\n# caf\xe9 \xff\xfe\nexit 0\n"
+    rc_local.write_bytes(data)
+    plan, dummy = plan_boot(etc, "rc_local")
+    diff = plan.diff()[0]
+    assert "# caf\\xe9 \\xff\\xfe" in diff["before"] and "# caf\\xe9 \\xff\\xfe" in diff["after"]
+    plan.apply()
+    assert rc_local.read_bytes().startswith(b"#!/bin/sh\n# caf\xe9 \xff\xfe\n# BEGIN")
+    plan_boot(etc, None)[0].apply()
+    assert rc_local.read_bytes() == data
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[4]
+
+
+@pytest.mark.parametrize("version", ["2.7.18", "3.6.15"])
+def test_planner_runs_on_old_target_interpreters(tmp_path, version):
+    """rc.local with non-UTF-8 bytes, planned, diffed and written on the Pythons of EL7 and EL8."""
+    python = pathlib.Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions" / version / "bin" / "python"
+    assert python.exists(), "pyenv's Python %s is part of this machine kind (TESTBED.md); missing: %s" % (version, python)
+    pkg = tmp_path / "lib" / "ansible_collections" / "samepage" / "ksm" / "plugins" / "module_utils"
+    pkg.mkdir(parents=True)
+    for level in [pkg] + list(pkg.parents)[:4]:
+        (level / "__init__.py").write_text("")
+    for name in ("_fileplan.py", "_ksm.py", "_persist.py", "_fileedit.py"):
+        (pkg / name).write_bytes((ROOT / "plugins" / "module_utils" / name).read_bytes())
+    rc_local = tmp_path / "rc.local"
+    rc_local.write_bytes(b"#!/bin/sh\n# \xff\xfe\ncase x in\n  *) exit 1 ;;\nesac\nexit 0;\n")
+    os.chmod(str(rc_local), 0o644)
+    code = (
+        "import sys\n"
+        "sys.path.insert(0, %r)\n"
+        "from ansible_collections.samepage.ksm.plugins.module_utils import _fileplan, _persist\n"
+        "boot, relax, errors = _persist.validate('present', 'rc_local', {'run': u'1'}, None, 600, '/sys/kernel/mm/ksm')\n"
+        "assert not errors, errors\n"
+        "p = _fileplan.FilePlan(None)\n"
+        "_persist.plan_boot(p, 'rc_local', boot, relax, 600, '/sys/kernel/mm/ksm', %r, %r, %r)\n"
+        "d = p.diff()[0]\n"
+        "assert u'# \\\\xff\\\\xfe' in d['after'], repr(d['after'])\n"
+        "p.apply()\n"
+    ) % (str(tmp_path / "lib"), str(rc_local), str(tmp_path / "nosystemd"), str(tmp_path / "notmpfiles"))
+    subprocess.run([str(python), "-c", code], check=True)
+    text = rc_local.read_bytes()
+    assert text.startswith(b"#!/bin/sh\n# \xff\xfe\ncase x in\n  *) exit 1 ;;\nesac\n# BEGIN samepage.ksm")
+    assert text.endswith(b"# END samepage.ksm managed block\nexit 0;\n")
+    assert os.stat(str(rc_local)).st_mode & 0o7777 == 0o755

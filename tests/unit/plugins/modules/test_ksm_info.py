@@ -307,21 +307,13 @@ def test_ksm_stat_parser():
 
 # --- never changes anything ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("check_mode", [False, True])
-def test_writes_nothing(run_module, fake_sysfs, proc, config, digest, check_mode):
+def test_writes_nothing(run_module, fake_sysfs, proc, config, digest):
     proc.add(200, "big", ksm_stat=ksm_stat_text(8192, 33161216))
     before = (digest(fake_sysfs), digest(proc.root), digest(config.parent))
-    failed, result = run_info(run_module, fake_sysfs, proc, config, check_mode=check_mode, top_processes=3)
+    failed, result = run_info(run_module, fake_sysfs, proc, config, top_processes=3)
     assert not failed and result["changed"] is False
     assert result["ksm"]["top_processes"][0]["pid"] == 200
     assert (digest(fake_sysfs), digest(proc.root), digest(config.parent)) == before
-
-
-def test_check_mode_reports_the_same_as_a_normal_run(run_module, fake_sysfs, proc, config):
-    failed_normal, normal = run_info(run_module, fake_sysfs, proc, config, top_processes=3)
-    failed_checked, checked = run_info(run_module, fake_sysfs, proc, config, check_mode=True, top_processes=3)
-    assert not failed_normal and not failed_checked
-    assert normal["ksm"] == checked["ksm"]
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -338,7 +330,7 @@ def test_bad_input_fails_clearly(run_module, fake_sysfs, proc, config, digest, b
     assert digest(fake_sysfs) == before
 
 
-# --- node checks: require, competing, expect, wait ------------------------------------------------
+# --- node checks: a report, never a verdict ------------------------------------------------------
 
 @pytest.fixture
 def no_systemctl(monkeypatch):
@@ -356,7 +348,8 @@ def test_node_checks_report_the_probe(run_module, fake_sysfs, proc, config, no_s
     failed, result = run_info(run_module, fake_sysfs, proc, config, node_checks=True,
                               rc_local_path=str(tmp_path / "absent-rc.local"))
     assert not failed
-    assert result["ksm"]["node"] == {"sysfs_writable": True, "systemd": False, "competing": [], "enabled_units": []}
+    assert result["ksm"]["node"] == {"sysfs_writable": True, "systemd": False, "competing": [], "enabled_units": [],
+                                     "active_units": []}
 
 
 def test_no_node_key_without_node_checks(run_module, fake_sysfs, proc, config):
@@ -364,149 +357,35 @@ def test_no_node_key_without_node_checks(run_module, fake_sysfs, proc, config):
     assert not failed and "node" not in result["ksm"]
 
 
-def test_require_available_fails_on_a_host_without_ksm(run_module, tmp_path, proc, config, no_systemctl):
-    failed, result = run_info(run_module, tmp_path / "nothing", proc, config, require=["config_ksm", "available", "writable"])
-    assert failed
-    assert "does not exist" in result["msg"] and "target the hardware node" in result["msg"]
-    assert result["ksm"]["available"] is False
-
-
-def test_require_config_ksm_names_the_kernel_config(run_module, tmp_path, proc):
-    config = tmp_path / "config-off"
-    config.write_text("# CONFIG_KSM is not set\n")
-    failed, result = run_info(run_module, tmp_path / "nothing", proc, config, require=["config_ksm", "available"])
-    assert failed and result["msg"] == (
-        "The kernel is built without KSM (CONFIG_KSM is not set in %s): boot a kernel with CONFIG_KSM=y." % config)
-
-
-def test_require_writable_fails_on_a_read_only_sysfs(run_module, fake_sysfs, proc, config, no_systemctl, monkeypatch):
-    run = str(fake_sysfs / "run")
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode: False if path == run else real_access(path, mode))
-    failed, result = run_info(run_module, fake_sysfs, proc, config, require=["writable"])
-    assert failed and "exists but is not writable here" in result["msg"] and "target the hardware node" in result["msg"]
-
-
-def test_require_advisor_on_an_old_kernel(run_module, fake_sysfs, proc, config):
-    (fake_sysfs / "advisor_mode").unlink()
-    failed, result = run_info(run_module, fake_sysfs, proc, config, require=["advisor"])
-    assert failed and "Linux 6.8" in result["msg"]
-
-
-def test_competing_warn_warns_and_goes_on(run_module, fake_sysfs, proc, config, no_systemctl, tmp_path, warned):
-    rc_local = rc_local_with_foreign_line(tmp_path)
-    failed, result = run_info(run_module, fake_sysfs, proc, config, competing="warn", rc_local_path=rc_local)
-    assert not failed
-    assert result["ksm"]["node"]["competing"][0]["kind"] == "rc_local"
-    assert any("Other KSM controllers may override" in text and "(line 2)" in text for text in warned)
-
-
-def test_competing_fail_fails_with_the_details(run_module, fake_sysfs, proc, config, no_systemctl, tmp_path, digest):
+def test_competing_controllers_are_reported_not_failed(run_module, fake_sysfs, proc, config, no_systemctl, tmp_path,
+                                                       warned, digest):
     rc_local = rc_local_with_foreign_line(tmp_path)
     before = digest(tmp_path)
-    failed, result = run_info(run_module, fake_sysfs, proc, config, competing="fail", rc_local_path=rc_local)
-    assert failed
-    assert result["msg"].startswith("Other KSM controllers would override these settings: %s writes KSM knobs" % rc_local)
+    failed, result = run_info(run_module, fake_sysfs, proc, config, node_checks=True, rc_local_path=rc_local)
+    assert not failed and not warned
+    assert result["ksm"]["node"]["competing"][0]["kind"] == "rc_local"
+    assert "(line 2)" in result["ksm"]["node"]["competing"][0]["detail"]
     assert digest(tmp_path) == before
 
 
-def test_competing_fail_spares_the_allowed_kinds(run_module, fake_sysfs, proc, config, no_systemctl, tmp_path, warned):
-    rc_local = rc_local_with_foreign_line(tmp_path)
-    failed, result = run_info(run_module, fake_sysfs, proc, config, competing="fail", competing_allow=["rc_local"],
-                              rc_local_path=rc_local)
-    assert not failed and warned
-
-
-def test_competing_ignore_only_reports(run_module, fake_sysfs, proc, config, no_systemctl, tmp_path, warned):
-    rc_local = rc_local_with_foreign_line(tmp_path)
-    failed, result = run_info(run_module, fake_sysfs, proc, config, node_checks=True, rc_local_path=rc_local)
-    assert not failed and result["ksm"]["node"]["competing"] and not warned
-
-
-def test_expect_matching_knobs(run_module, fake_sysfs, proc, config):
-    set_counters(fake_sysfs, run=1, pages_to_scan=1000)
-    failed, result = run_info(run_module, fake_sysfs, proc, config,
-                              expect={"run": 1, "pages_to_scan": 1000, "advisor_mode": "none", "use_zero_pages": False})
+def test_a_host_without_ksm_is_a_report_not_a_failure(run_module, tmp_path, proc, config, no_systemctl):
+    failed, result = run_info(run_module, tmp_path / "nothing", proc, config, node_checks=True)
     assert not failed
+    assert result["ksm"]["available"] is False and "does not exist" in result["ksm"]["reason"]
 
 
-def test_expect_reports_without_failing(run_module, fake_sysfs, proc, config):
-    (fake_sysfs / "smart_scan").unlink()
-    set_counters(fake_sysfs, run=1, pages_to_scan=100)
-    failed, result = run_info(run_module, fake_sysfs, proc, config, on_mismatch="report",
-                              expect={"run": 1, "pages_to_scan": 1000, "smart_scan": 1})
-    assert not failed
-    assert result["ksm"]["expected"] == {"matches": False, "mismatches": ["pages_to_scan=100 (wanted 1000)"],
-                                         "missing": ["smart_scan"]}
-    failed, result = run_info(run_module, fake_sysfs, proc, config, on_mismatch="report", expect={"run": 1})
-    assert not failed and result["ksm"]["expected"] == {"matches": True, "mismatches": [], "missing": []}
-
-
-def test_expect_names_every_mismatch(run_module, fake_sysfs, proc, config):
-    set_counters(fake_sysfs, run=1, pages_to_scan=100, sleep_millisecs=20)
-    failed, result = run_info(run_module, fake_sysfs, proc, config, expect={"run": 1, "pages_to_scan": 1000, "sleep_millisecs": 50})
-    assert failed and result["msg"] == (
-        "The kernel does not hold the wanted KSM values: pages_to_scan=100 (wanted 1000), sleep_millisecs=20 (wanted 50).")
-
-
-def test_expect_ksmd(run_module, fake_sysfs, tmp_path, config):
-    set_counters(fake_sysfs, run=1)
-    empty = FakeProc(tmp_path / "proc-without-ksmd")
-    failed, result = run_info(run_module, fake_sysfs, empty, config, expect_ksmd=True)
-    assert failed and "ksmd is not running although run is 1" in result["msg"]
-    empty.add(37, "ksmd", flags=KTHREAD_FLAGS)
-    failed, result = run_info(run_module, fake_sysfs, empty, config, expect_ksmd=True)
-    assert not failed
-
-
-def test_expect_ksmd_ignores_a_stopped_ksm(run_module, fake_sysfs, tmp_path, config):
-    failed, result = run_info(run_module, fake_sysfs, FakeProc(tmp_path / "p"), config, expect_ksmd=True)
-    assert not failed
-
-
-def test_wait_full_scans_already_reached_does_not_sleep(run_module, fake_sysfs, proc, config, monkeypatch):
-    set_counters(fake_sysfs, full_scans=9)
-    monkeypatch.setattr(ksm_info.time, "sleep", lambda seconds: pytest.fail("slept although full_scans was reached"))
-    failed, result = run_info(run_module, fake_sysfs, proc, config, wait_full_scans=9)
-    assert not failed and result["ksm"]["counters"]["full_scans"] == 9
-
-
-def test_wait_full_scans_reports_after_the_wait(run_module, fake_sysfs, proc, config, monkeypatch):
-    set_counters(fake_sysfs, full_scans=3, pages_sharing=0)
-    sleeps = []
-
-    def scan(seconds):  # ksmd finishes a scan per second and merges some pages
-        sleeps.append(seconds)
-        set_counters(fake_sysfs, full_scans=3 + len(sleeps), pages_sharing=100 * len(sleeps))
-
-    monkeypatch.setattr(ksm_info.time, "sleep", scan)
-    failed, result = run_info(run_module, fake_sysfs, proc, config, wait_full_scans=5, wait_timeout=30)
-    assert not failed and sleeps == [1, 1]
-    assert result["ksm"]["counters"]["full_scans"] == 5 and result["ksm"]["counters"]["pages_sharing"] == 200
-
-
-def test_wait_full_scans_times_out_clearly(run_module, fake_sysfs, proc, config, monkeypatch):
-    set_counters(fake_sysfs, full_scans=3)
-    clock = [0.0]
-    monkeypatch.setattr(ksm_info.time, "sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
-    monkeypatch.setattr(ksm_info.time, "monotonic", lambda: clock[0])
-    failed, result = run_info(run_module, fake_sysfs, proc, config, wait_full_scans=5, wait_timeout=4)
-    assert failed
-    assert result["msg"].startswith("full_scans is 3 after 4 s, wanted >= 5: ksmd did not finish a whole scan in time.")
-
-
-@pytest.mark.parametrize("bad, message", [
-    ({"wait_full_scans": -1}, "wait_full_scans: invalid value -1; expected 0 (do not wait)"),
-    ({"wait_timeout": 0}, "wait_timeout: invalid value 0; expected a number of seconds >= 1"),
-    ({"expect": {"pages_to_scan": 1, "speed": 3}}, "expect: unknown knob(s) speed; known knobs: advisor_mode"),
-    ({"require": ["ksm"]}, "require"),
-    ({"competing": "disable"}, "competing"),
-    ({"on_mismatch": "ignore"}, "on_mismatch"),
-    ({"competing_allow": ["cron"]}, "competing_allow"),
-    ({"node_checks": "perhaps"}, "node_checks"),
+@pytest.mark.parametrize("removed", [
+    {"require": ["writable"]}, {"competing": "fail"}, {"expect": {"run": 1}}, {"on_mismatch": "report"},
+    {"expect_ksmd": True}, {"wait_full_scans": 3}, {"wait_timeout": 5}, {"competing_allow": ["service"]},
 ])
-def test_bad_node_check_input_fails_clearly(run_module, fake_sysfs, proc, config, digest, bad, message):
+def test_preflight_and_verification_options_are_gone(run_module, fake_sysfs, proc, config, removed):
+    # an _info module only reads: checks and verification live in ksm_sysfs now
+    failed, result = run_info(run_module, fake_sysfs, proc, config, **removed)
+    assert failed and "Unsupported parameters" in result["msg"] and list(removed)[0] in result["msg"]
+
+
+def test_bad_node_check_input_fails_clearly(run_module, fake_sysfs, proc, config, digest):
     before = digest(fake_sysfs)
-    failed, result = run_info(run_module, fake_sysfs, proc, config, **bad)
-    assert failed and message in result["msg"]
+    failed, result = run_info(run_module, fake_sysfs, proc, config, node_checks="perhaps")
+    assert failed and "node_checks" in result["msg"]
     assert digest(fake_sysfs) == before

@@ -197,9 +197,10 @@ def test_rc_local_created_by_us_removal_is_backed_up(tree, run_module):
     data = tree.rc_local.read_bytes()
     failed, result = run_module(ksm_persist, tree.args(state="absent", backup=True))
     assert not failed and result["changed"] and not tree.rc_local.exists()
-    assert result["backup_file"] and open(result["backup_file"], "rb").read() == data
+    backup = result["backup_files"][str(tree.rc_local)]
+    assert open(backup, "rb").read() == data
     failed, result = run_module(ksm_persist, tree.args(state="absent", backup=True))
-    assert not failed and not result["changed"] and result["backup_file"] is None
+    assert not failed and not result["changed"] and result["backup_files"] == {}
 
 
 def test_rc_local_drift_is_repaired(tree, converge):
@@ -257,9 +258,9 @@ def test_rc_local_backup(tree, run_module):
     tree.rc_local.write_bytes(DEBIAN_RC_LOCAL)
     failed, result = run_module(ksm_persist, tree.args(backup=True))
     assert not failed and result["changed"]
-    assert result["backup_file"] and open(result["backup_file"], "rb").read() == DEBIAN_RC_LOCAL
+    assert open(result["backup_files"][str(tree.rc_local)], "rb").read() == DEBIAN_RC_LOCAL
     failed, result = run_module(ksm_persist, tree.args(backup=True))
-    assert not result["changed"] and result["backup_file"] is None
+    assert not result["changed"] and result["backup_files"] == {}
 
 
 def test_rc_local_early_exit_warns(tree, run_module, monkeypatch):
@@ -426,15 +427,22 @@ def test_absent_on_empty_tree_changes_nothing(tree, converge):
     (dict(settings={}), "settings is empty"),
     (dict(settings=None), "settings is empty"),
     (dict(settings={"run": 5}), "run: invalid value 5; expected a whole number from 0 to 2"),
-    (dict(settings={"sleep_milisecs": 5}), "unknown KSM knob 'sleep_milisecs'; known knobs:"),
+    # a misspelt knob fails in Ansible's own validation (settings has one sub-option per knob)
+    (dict(settings={"sleep_milisecs": 5}), "Unsupported parameters for (basic.py) module: settings.sleep_milisecs"),
+    (dict(settings={"pages_to_scan": "1e3"}), "pages_to_scan: invalid value '1e3'; expected a whole number"),
+    (dict(settings={"pages_to_scan": 2.0}), "pages_to_scan: invalid value 2.0"),
+    (dict(settings={"pages_to_scan": u"\u00b2"}), "(an integer or a string of ASCII digits)"),
+    (dict(settings={"smart_scan": "y"}), "smart_scan: invalid value 'y'; expected a boolean"),
     (dict(settings={"advisor_mode": "fast"}), "advisor_mode: invalid value 'fast'; expected one of 'none', 'scan-time'"),
     (dict(settings={"use_zero_pages": "maybe"}), "use_zero_pages: invalid value 'maybe'; expected a boolean"),
     (dict(boost={"pages_to_scan": "lots"}), "boost: pages_to_scan: invalid value 'lots'"),
     (dict(boost={"max_page_sharing": 10}), "boost: max_page_sharing has no value in settings"),
     (dict(settings=dict(SETTINGS, max_page_sharing=256), boost={"max_page_sharing": 512}), "cannot be boosted"),
     (dict(boost=BOOST, backend="tmpfiles"), "tmpfiles.d cannot do; use backend rc_local or systemd"),
-    (dict(boost=BOOST, boost_seconds=0), "boost_seconds must be a whole number of seconds, 1 or more; got 0"),
-    (dict(boost_seconds=-1), "got -1"),
+    (dict(boost=BOOST, boost_seconds=0), "boost_seconds: invalid value 0; expected a whole number of seconds from 1 to 31536000"),
+    (dict(boost_seconds=-1), "boost_seconds: invalid value -1"),
+    (dict(boost=BOOST, boost_seconds=86400 * 365 + 1), "boost_seconds: invalid value 31536001"),
+    (dict(boost=BOOST, boost_seconds=u"\u0661\u0662"), "boost_seconds: invalid value"),
     (dict(sysfs_path="/sys/kernel/mm/ksm $(reboot)"), "must be an absolute path of letters, digits"),
     (dict(sysfs_path="ksm"), "sysfs_path"),
     (dict(backend="upstart"), "value of backend must be one of: rc_local, systemd, tmpfiles"),
@@ -489,3 +497,11 @@ def test_directory_as_rc_local_fails(tree, run_module, digest):
     failed, result = run_module(ksm_persist, tree.args())
     assert failed and "is a directory" in result["msg"]
     assert digest(str(tree.root)) == before
+
+
+def test_trailing_slash_on_systemd_dir_still_lists_removed_units(tree, run_module):
+    failed, result = run_module(ksm_persist, tree.args(backend="systemd"))
+    assert not failed and result["units"] == [persist.SERVICE]
+    failed, result = run_module(ksm_persist, dict(tree.args(state="absent"), systemd_dir=str(tree.systemd) + "/"))
+    assert not failed and result["changed"]
+    assert result["units_removed"] == [persist.SERVICE] and result["daemon_reload_needed"] is True
