@@ -27,6 +27,43 @@ install_apt() {
   fi
 }
 
+# Packages whose services the tests start themselves (on loopback, with their own config):
+# installed without recommends, and their own services stopped if the install started them
+# (Debian starts them unless policy-rc.d says no; under systemd ksmtuned would take over KSM).
+service_packages=(prometheus prometheus-node-exporter ksmtuned)
+service_units=(prometheus prometheus-node-exporter ksmtuned ksm)
+
+install_service_packages() {
+  local missing=()
+  for p in "${service_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ "${#missing[@]}" -gt 0 ] || return 0
+  log "apt-get install --no-install-recommends ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  for unit in "${service_units[@]}"; do
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now "$unit.service" >/dev/null 2>&1 || true
+    elif [ -x "/etc/init.d/$unit" ] && "/etc/init.d/$unit" status >/dev/null 2>&1; then
+      "/etc/init.d/$unit" stop >/dev/null || true
+    fi
+  done
+}
+
+# ansible-builder and antsibull-docs in a venv of their own (their dependencies stay out of .venv).
+install_release_venv() {
+  local want dir
+  want=$(sha256sum tests/release/requirements.txt | cut -c1-16)
+  dir=.cache/release-venv-$want
+  [ -x "$dir/bin/antsibull-docs" ] && [ -x "$dir/bin/ansible-builder" ] && return
+  log "creating $dir from tests/release/requirements.txt"
+  rm -rf "$dir"
+  "$PYTHON" -m venv "$dir"
+  "$dir/bin/pip" install -q --disable-pip-version-check -r tests/release/requirements.txt
+  ln -sfn "release-venv-$want" .cache/release-venv
+}
+
 install_venv() {
   local stamp=.venv/.requirements.sha256
   local want
@@ -48,6 +85,6 @@ link_collection() {
 
 case "$stage" in
   controller) install_venv; link_collection ;;
-  test) install_apt; install_venv; link_collection ;;
+  test) install_apt; install_service_packages; install_venv; install_release_venv; link_collection ;;
   *) echo "usage: $0 controller|test" >&2; exit 2 ;;
 esac
