@@ -56,11 +56,12 @@ install_release_venv() {
   local want dir
   want=$(sha256sum tests/release/requirements.txt | cut -c1-16)
   dir=.cache/release-venv-$want
-  [ -x "$dir/bin/antsibull-docs" ] && [ -x "$dir/bin/ansible-builder" ] && return
-  log "creating $dir from tests/release/requirements.txt"
-  rm -rf "$dir"
-  "$PYTHON" -m venv "$dir"
-  "$dir/bin/pip" install -q --disable-pip-version-check -r tests/release/requirements.txt
+  if ! [ -x "$dir/bin/antsibull-docs" ] || ! [ -x "$dir/bin/ansible-builder" ]; then
+    log "creating $dir from tests/release/requirements.txt"
+    rm -rf "$dir"
+    "$PYTHON" -m venv "$dir"
+    "$dir/bin/pip" install -q --disable-pip-version-check -r tests/release/requirements.txt
+  fi
   ln -sfn "release-venv-$want" .cache/release-venv
 }
 
