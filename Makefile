@@ -16,7 +16,7 @@ KERNEL_LOCK := flock /run/lock/samepage-ksm-kernel.lock
 
 .PHONY: site disable bootstrap bootstrap-test images test-images test test-compat test-unit test-lint test-sanity \
 	test-integration test-molecule molecule-node molecule-container molecule-fleet \
-	bench-converge bench-merge bench-estimate clean
+	test-docs bench-converge bench-merge bench-estimate clean
 
 site: bootstrap
 	ansible-playbook playbooks/site.yml
@@ -32,7 +32,7 @@ bootstrap-test:
 	scripts/bootstrap.sh test
 
 test: bootstrap-test
-	$(MAKE) --no-print-directory test-compat test-unit test-lint test-sanity test-integration test-images test-molecule
+	$(MAKE) --no-print-directory test-compat test-unit test-lint test-sanity test-docs test-integration test-images test-molecule
 
 # Module code runs on old managed hosts: it must parse as Python 3.6 (and 2.7 where cheap).
 test-compat:
@@ -46,6 +46,14 @@ test-lint:
 
 test-sanity:
 	scripts/sanity.sh
+
+# The collection's docs as the Ansible docsite renders them (antsibull-docs from the release venv,
+# whose ansible-doc reads the plugins): markup, references, RST of every plugin and role; and the
+# changelog fragments.
+test-docs:
+	time env PATH=$(ROOT)/.cache/release-venv/bin:$$PATH antsibull-docs lint-collection-docs --plugin-docs \
+		--validate-collection-refs self build/collections/ansible_collections/samepage/ksm
+	antsibull-changelog lint
 
 test-integration:
 	# the kernel_lock fixture takes the lock itself (flock here would deadlock with it)
