@@ -26,8 +26,8 @@ description:
     (C(samepage_ksm_advisor_mode{mode=...}) and its limits), and ksmd's CPU time.
   - C(samepage_ksm_available) and C(samepage_ksm_ksmd_running) are always present (0 or 1), so an
     alert can tell a stopped ksmd from a host that does not report.
-  - Per-group profit comes from C(ksm.top_groups) (M(samepage.ksm.ksm_info) option C(top_groups)):
-    one series per group labelled C(kind) (container, unit, slice, lxc, openvz, host) and C(group)
+  - Per-group profit comes from C(ksm.top_groups), which M(samepage.ksm.ksm_info) returns with its
+    option C(top_groups). There is one series per group labelled C(kind) (container, unit, slice, lxc, openvz, host) and C(group)
     (its name, or its id when it has no name), at most O(groups) groups, the rest summed into one
     C(kind="other", group="other") series. There are no per-process labels.
   - Base units (C(_bytes), C(_seconds), C(_ratio)); counters end in C(_total).
