@@ -157,6 +157,10 @@ def host_entry(host, result):
     if not isinstance(ksm, dict):
         entry['reason'] = _first_line(result.get('msg')) or 'ksm_info returned no data'
         return entry
+    if result.get('failed'):
+        # ksm_sysfs fails with its ksm data attached (e.g. verification): the host still failed
+        entry['reason'] = _first_line(result.get('msg')) or 'the task failed'
+        return entry
     kernel = ksm.get('kernel') or {}
     ksmd = ksm.get('ksmd') or {}
     entry.update({

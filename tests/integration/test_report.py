@@ -63,11 +63,12 @@ def local(**extra):
     return dict({"ansible_connection": "local", "ansible_python_interpreter": sys.executable}, **extra)
 
 
-def run_report(inventory, *args):
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+def run_report(inventory, *args, cwd=ROOT):
+    # PWD as a shell sets it when the user runs ansible-playbook from that directory
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", PWD=str(cwd))
     proc = subprocess.run(
         [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inventory), str(ROOT / "playbooks" / "report.yml"),
-         *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+         *args], cwd=str(cwd), env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -193,22 +194,25 @@ def test_fleet_report_with_real_merging(real_ksm, fleet):
         assert digest(*stable) == before
 
 
-def test_relative_report_dir_is_under_the_playbook_dir(tmp_path):
-    """Only fake and missing hosts: the real kernel is read by nobody here, so no lock is needed."""
+def test_relative_report_dir_is_under_the_current_directory(tmp_path):
+    """Run as samepage.ksm.report from an installed collection, the report must land where the user is,
+    not inside the collection. Only fake and missing hosts: no kernel lock needed."""
     fake_sysfs, fake_proc = make_fake_host(tmp_path / "fakehn")
     inventory = write_inventory(tmp_path, {
         "fakehn": local(ksm_report_sysfs_path=fake_sysfs, ksm_report_proc_path=fake_proc),
         "ghost": {"ansible_host": "127.0.0.254", "ansible_port": 1},
     })
-    relative = "../build/ksm-report-test-%d" % os.getpid()
-    target = (ROOT / "playbooks" / relative).resolve()
-    try:
-        run_report(inventory, "-e", "ksm_report_dir=%s" % relative, "-e", "ksm_report_top_processes=0")
-        data = json.loads((target / "ksm-report.json").read_text())
-        assert data["totals"]["reporting"] == 1 and data["totals"]["unreachable"] == 1
-        assert data["totals"]["saved_bytes"] == (2556 + 4) * PAGE
-        assert [h["top_processes"] for h in data["hosts"]] == [[], []]
-        assert "| fakehn | ok |" in (target / "ksm-report.md").read_text()
-        assert not (tmp_path / "prom-fakehn").exists()  # no textfile unless asked for
-    finally:
-        shutil.rmtree(target, ignore_errors=True)
+    here = tmp_path / "operator"
+    here.mkdir()
+    run_report(inventory, "-e", "ksm_report_dir=reports/today", "-e", "ksm_report_top_processes=0", cwd=here)
+    target = here / "reports" / "today"
+    data = json.loads((target / "ksm-report.json").read_text())
+    assert data["totals"]["reporting"] == 1 and data["totals"]["unreachable"] == 1
+    assert data["totals"]["saved_bytes"] == (2556 + 4) * PAGE
+    assert [h["top_processes"] for h in data["hosts"]] == [[], []]
+    assert "| fakehn | ok |" in (target / "ksm-report.md").read_text()
+    assert not (ROOT / "playbooks" / "reports").exists()
+    assert not (tmp_path / "prom-fakehn").exists()  # no textfile unless asked for
+    # the default is ksm-report in the current directory
+    run_report(inventory, "-e", "ksm_report_top_processes=0", cwd=here)
+    assert (here / "ksm-report" / "ksm-report.json").exists()

@@ -188,3 +188,14 @@ def test_top_groups_table(fleet):
     assert {h["host"]: h["top_groups"] for h in json.loads(report["json"])["hosts"]}["ghost"] == []
     del fleet["node-b"]["ksm"]["top_groups"]
     assert "## Top groups" not in ksm_fleet_report(fleet)["markdown"]
+
+
+def test_a_failed_result_that_carries_ksm_data_counts_as_failed():
+    failed = {"failed": True, "msg": "the kernel does not hold the wanted KSM values after writing them: run=0 (wanted 1)",
+              "ksm": {"available": True, "knobs": {"run": 0}, "counters": {"pages_sharing": 5}, "saved_bytes": 20480,
+                      "saved_mib": 0.02, "kernel": {}, "ksmd": {}}}
+    report = ksm_fleet_report({"hn1": failed}, "2026-12-01T00:00:00Z")
+    entry = report["hosts"][0]
+    assert entry["status"] == "failed" and entry["reason"].startswith("the kernel does not hold")
+    assert report["totals"]["failed"] == 1 and report["totals"]["reporting"] == 0
+    assert report["totals"]["saved_bytes"] == 0
