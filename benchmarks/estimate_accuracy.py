@@ -198,6 +198,7 @@ def accuracy(name, procs, mib, shared, zero, use_zero_pages=0, containers=False)
         error = 100.0 * (est["saving_pages"] - saved) / saved if saved else float("nan")
         rows.append({"workload": name, "rate": label, "final_rate": est["sample"]["final"],
                      "scanned_mib": est["scanned_mib"], "estimate_mib": est["saving_mib"],
+                     "stderr_mib": est["saving_stderr_mib"],
                      "merged_mib": round(saved * PAGE / 2**20, 2), "error_pct": round(error, 2),
                      "global_mib": round((global_after - global_before) * PAGE / 2**20, 2),
                      "steady_s": round(seconds, 1), "cpu_s_per_gib": est["cpu_seconds_per_gib"],
@@ -248,13 +249,14 @@ def main():
             ksm_knobs.restore(saved_knobs)
     print()
     print("Accuracy: estimate (before KSM) vs what KSM merged on the workload's processes at steady state")
-    print("| workload | sampling | final 1/k | scanned MiB | estimate MiB | merged MiB | error % | global delta MiB | steady after s |")
-    print("|---|---|--:|--:|--:|--:|--:|--:|--:|")
+    print("| workload | sampling | final 1/k | scanned MiB | estimate MiB | +- stderr MiB | merged MiB | error % "
+          "| global delta MiB | steady after s |")
+    print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
     worst = 0.0
     for row in rows:
         worst = max(worst, abs(row["error_pct"]))
-        print("| %s | %s | %d | %.1f | %.2f | %.2f | %+.2f | %.2f | %.1f |" % (
-            row["workload"], row["rate"], row["final_rate"], row["scanned_mib"], row["estimate_mib"],
+        print("| %s | %s | %d | %.1f | %.2f | %.2f | %.2f | %+.2f | %.2f | %.1f |" % (
+            row["workload"], row["rate"], row["final_rate"], row["scanned_mib"], row["estimate_mib"], row["stderr_mib"],
             row["merged_mib"], row["error_pct"], row["global_mib"], row["steady_s"]))
     print("worst |error|: %.2f %% (goal <= 10 %%) -> %s" % (worst, "met" if worst <= 10 else "NOT met"))
     for row in rows:

@@ -16,8 +16,9 @@ How it counts (one pass, bounded memory):
   pages that are present and anonymous (bit 63 set, bit 61 clear) are read from /proc/PID/mem,
   in runs of at most RUN_PAGES pages.
 - All-zero pages are counted apart, exactly. A zero page that is not exclusively mapped (bit 56
-  clear) is the kernel's shared zero page (never written, or already merged by use_zero_pages):
-  it costs no memory and is skipped.
+  clear) may be the kernel's shared zero page (never written, or already merged by use_zero_pages),
+  which costs no memory and is skipped; /proc/kpageflags (KPF_ZERO_PAGE) tells it from a KSM page
+  that holds zeros (merged with use_zero_pages off), which is counted.
 - Every other page gets a CRC-32. Contents are sampled by that hash: a page is kept when its CRC
   falls in the 1/k slice (low log2(k) bits zero), so every copy of a content is kept or dropped
   together and the estimate stays unbiased. Kept pages are counted per 64-bit key (CRC-32 and
@@ -47,6 +48,8 @@ from ansible_collections.samepage.ksm.plugins.module_utils._groups import NameRe
 PM_PRESENT = 1 << 63
 PM_FILE = 1 << 61
 PM_EXCLUSIVE = 1 << 56
+PFN_MASK = (1 << 55) - 1
+KPF_ZERO_PAGE = 1 << 24
 CHUNK_PAGES = 16384        # pagemap entries read at once (128 KiB of pagemap, 64 MiB of address space)
 RUN_PAGES = 256            # pages read from /proc/PID/mem at once (1 MiB)
 DEFAULT_MAX_ENTRIES = 65536
@@ -243,16 +246,22 @@ class ContentTable:
             self.size = sum(self._entry_size(key) for key in self.counts)
 
     def totals(self, max_page_sharing):
-        """(saving pages, pages in duplicated contents, per-group {group: [saving, duplicated]}) - estimates."""
+        """(saving, duplicated pages, variance of the saving, per-group {group: [saving, duplicated]}) - estimates.
+
+        The variance is the Horvitz-Thompson estimate for contents kept with probability 1/weight.
+        """
         saving = 0.0
+        variance = 0.0
         duplicated = 0.0
         per_group = {}
         for key, copies in self.counts.items():
             if copies < 2:
                 continue
             weight = self.weight.get(key, self.sample)
-            save = saving_of(copies, max_page_sharing) * weight
+            one = saving_of(copies, max_page_sharing)
+            save = one * weight
             saving += save
+            variance += weight * (weight - 1) * one * one
             duplicated += copies * weight
             split = self.split.get(key)
             shares = split.items() if split else ((self.owner[key], copies),)
@@ -260,15 +269,17 @@ class ContentTable:
                 slot = per_group.setdefault(group, [0.0, 0.0])
                 slot[0] += save * count / copies
                 slot[1] += count * weight
-        return saving, duplicated, per_group
+        return saving, duplicated, variance, per_group
 
 
 class Scan:
     """Counters of one estimate run."""
 
-    def __init__(self, table, deadline):
+    def __init__(self, table, deadline, kpageflags=None):
         self.table = table
         self.deadline = deadline
+        self.kpageflags = kpageflags
+        self.frame_is_zero_page = {}
         self.scanned_pages = 0
         self.zero_pages = 0
         self.zero_mapped = 0
@@ -277,13 +288,34 @@ class Scan:
         self.group_pages = {}
         self.group_zero = {}
 
+    def written_zero(self, entries, index):
+        """Whether a zero-filled, not exclusively mapped page is real memory (a KSM or forked page).
+
+        Such a page may also be the kernel's shared zero page, which costs nothing: /proc/kpageflags
+        (KPF_ZERO_PAGE) tells them apart. Without it (no root, or PFNs hidden) it counts as the
+        shared zero page.
+        """
+        pfn = struct.unpack_from('<Q', entries, index * 8)[0] & PFN_MASK
+        if not pfn or self.kpageflags is None:
+            return False
+        known = self.frame_is_zero_page.get(pfn)
+        if known is None:
+            try:
+                flags = struct.unpack('<Q', _read_at(self.kpageflags, pfn * 8, 8))[0]
+            except (IOError, OSError, struct.error, ValueError, OverflowError):
+                return False
+            known = bool(flags & KPF_ZERO_PAGE)
+            if len(self.frame_is_zero_page) < 65536:
+                self.frame_is_zero_page[pfn] = known
+        return not known
+
 
 def _read_at(handle, offset, size):
     handle.seek(offset)
     return handle.read(size)
 
 
-def _scan_run(scan, mem, address, classes, size, group, zero):
+def _scan_run(scan, mem, address, classes, entries, first, size, group, zero):
     """Read one run of present anonymous pages and count them; returns pages read."""
     count = len(classes)
     try:
@@ -303,7 +335,8 @@ def _scan_run(scan, mem, address, classes, size, group, zero):
             else:
                 scan.unreadable_pages += 1
         for index, page in pages:
-            _count_page(scan, page, page, 0, classes[index:index + 1] == b'e', group, zero)
+            exclusive = classes[index:index + 1] == b'e'
+            _count_page(scan, page, exclusive or scan.written_zero(entries, first + index), group, zero)
         return len(pages)
     page = scan.table.page
     crc32 = zlib.crc32
@@ -313,7 +346,7 @@ def _scan_run(scan, mem, address, classes, size, group, zero):
     for index, view in enumerate(_views(buf, size)):
         offset = index * size
         if buf.startswith(zero, offset, offset + size):
-            if classes[index:index + 1] == b'e':
+            if classes[index:index + 1] == b'e' or scan.written_zero(entries, first + index):
                 zeros += 1
             else:
                 shared_zeros += 1
@@ -328,17 +361,17 @@ def _scan_run(scan, mem, address, classes, size, group, zero):
     return count
 
 
-def _count_page(scan, buf, view, offset, exclusive, group, zero):
-    size = len(zero)
-    if buf.startswith(zero, offset, offset + size):
-        if exclusive:
+def _count_page(scan, page, real, group, zero):
+    """One page read on its own: real tells whether a zero-filled page is memory of its own."""
+    if page == zero:
+        if real:
             scan.zero_pages += 1
             scan.group_zero[group] = scan.group_zero.get(group, 0) + 1
         else:
             scan.zero_mapped += 1
             return
     else:
-        scan.table.page(zlib.crc32(view) & 0xffffffff, view, group)
+        scan.table.page(zlib.crc32(page) & 0xffffffff, page, group)
     scan.group_pages[group] = scan.group_pages.get(group, 0) + 1
     scan.scanned_pages += 1
 
@@ -395,7 +428,8 @@ def _scan_areas(scan, base, areas, group, size):
                             first, last = match.span()
                             while first < last:
                                 stop = min(last, first + RUN_PAGES)
-                                _scan_run(scan, mem, address + first * size, classes[first:stop], size, group, zero)
+                                _scan_run(scan, mem, address + first * size, classes[first:stop], entries, first,
+                                          size, group, zero)
                                 first = stop
                     address += pages * size
 
@@ -533,7 +567,22 @@ def estimate(candidates, proc_path='/proc', use_zero_pages=False, max_page_shari
     size = size or page_size()
     started, cpu_started = _clock(), _cpu_seconds()
     table = ContentTable(max_entries=max_entries, sample=sample, heavy=heavy)
-    scan = Scan(table, started + time_budget)
+    try:
+        kpageflags = open(os.path.join(proc_path, 'kpageflags'), 'rb', 0)
+    except (IOError, OSError):
+        kpageflags = None
+    scan = Scan(table, started + time_budget, kpageflags)
+    try:
+        return _estimate(scan, candidates, proc_path, use_zero_pages, max_page_sharing, sample, max_entries, top,
+                         size, mem_total, started, cpu_started)
+    finally:
+        if kpageflags is not None:
+            kpageflags.close()
+
+
+def _estimate(scan, candidates, proc_path, use_zero_pages, max_page_sharing, sample, max_entries, top, size,
+              mem_total, started, cpu_started):
+    table = scan.table
     groups = {}
     merged = {'merging_pages': 0, 'zero_pages': 0, 'profit_bytes': None}
     vanished = unreadable = scanned = 0
@@ -563,7 +612,7 @@ def estimate(candidates, proc_path='/proc', use_zero_pages=False, max_page_shari
         if 'ksm_process_profit' in stat:
             merged['profit_bytes'] = (merged['profit_bytes'] or 0) + stat['ksm_process_profit']
 
-    saving, duplicated, per_group = table.totals(max_page_sharing)
+    saving, duplicated, variance, per_group = table.totals(max_page_sharing)
     zeros = scan.zero_pages
     zero_saving = zeros if use_zero_pages else saving_of(zeros, max_page_sharing)
     total_saving = saving + zero_saving
@@ -604,6 +653,8 @@ def estimate(candidates, proc_path='/proc', use_zero_pages=False, max_page_shari
         'saving_pages': saving_pages,
         'saving_bytes': saving_pages * size,
         'saving_mib': _mib(saving_pages * size),
+        'saving_stderr_pages': int(round(variance ** 0.5)),
+        'saving_stderr_mib': _mib(variance ** 0.5 * size),
         'saving_percent_of_ram': round(100.0 * saving_pages * size / mem_total, 2) if mem_total else None,
         'merged': merged,
         'sample': {'initial': sample, 'final': table.sample, 'entries': table.size, 'max_entries': max_entries,

@@ -250,6 +250,16 @@ estimate:
       description: RV(estimate.saving_pages) in MiB.
       type: float
       sample: 510.0
+    saving_stderr_pages:
+      description:
+        - Standard error of RV(estimate.saving_pages) due to sampling (0 when every content was counted);
+          the true saving lies within two of them of the estimate in about 95 % of runs.
+      type: int
+      sample: 210
+    saving_stderr_mib:
+      description: RV(estimate.saving_stderr_pages) in MiB.
+      type: float
+      sample: 0.82
     saving_percent_of_ram:
       description: RV(estimate.saving_bytes) as a percentage of C(MemTotal); V(null) when it is unknown.
       type: float

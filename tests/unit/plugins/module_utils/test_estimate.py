@@ -83,7 +83,7 @@ def test_planted_duplicates_and_zero_pages(proc):
     assert result["duplicate_pages"] == 5             # X x3, Y x2
     assert result["saving_pages"] == 2 + 1 + 2        # X, Y, both zero pages
     assert result["saving_bytes"] == 5 * PAGE
-    assert result["sample"]["final"] == 1 and result["complete"] is True
+    assert result["sample"]["final"] == 1 and result["complete"] is True and result["saving_stderr_pages"] == 0
     groups = {g["kind"]: g for g in result["groups"]}
     assert groups["container"]["runtime"] == "podman" and groups["container"]["id"] == "ab" * 32
     # X: 2 of 3 copies in the container -> 2/3 of X's saving 2; Y: half of 1; one zero page of 2.
@@ -186,7 +186,9 @@ def test_sampled_table_stays_bounded_and_unbiased():
             table.page(crc, struct.pack("<Q", key), "g")
             assert table.size <= 1024
         assert table.sample >= 32
-        estimates.append(table.totals(256)[0])
+        saving, _dup, variance, _groups = table.totals(256)
+        estimates.append(saving)
+        assert 0 < variance ** 0.5 < 0.05 * exact       # the reported standard error is of the right size
     for value in estimates:
         assert abs(value - exact) / exact < 0.10, estimates
     mean = sum(estimates) / len(estimates)
@@ -230,3 +232,17 @@ def test_smaps_skips_mappings_without_anonymous_memory(proc):
         assert list(_estimate.parse_maps(handle, smaps=True)) == [(BASE, end)]
     result, _denied = run(proc)
     assert result["saving_pages"] == 1 and result["scanned_pages"] == 2
+
+
+def test_kpageflags_tells_a_merged_zero_page_from_the_kernel_zero_page(proc):
+    # pages 0-1: KSM pages holding zeros (merged with use_zero_pages off); page 2: the shared zero page
+    plant(proc, 100, [(None, PRESENT), (None, PRESENT), (None, PRESENT), ("X", PRESENT | EXCL)])
+    with open(proc / "kpageflags", "wb") as handle:
+        for index, flags in enumerate([1 << 21, 1 << 21, 1 << 24]):
+            handle.seek((0x1000 + index) * 8)
+            handle.write(struct.pack("<Q", flags))
+    result, _denied = run(proc, use_zero_pages=True)
+    assert result["zero_pages"] == 2 and result["shared_zero_pages"] == 1 and result["saving_pages"] == 2
+    (proc / "kpageflags").unlink()          # not root: PFNs unknown, every shared zero page is skipped
+    result, _denied = run(proc, use_zero_pages=True)
+    assert result["zero_pages"] == 0 and result["shared_zero_pages"] == 3
