@@ -19,11 +19,14 @@ description:
     save on this node, in total and per container, systemd unit or process.
   - Candidates are chosen by O(pids), O(units), O(cgroups), O(containers) or O(command) (any of
     them), or are all processes when none is given; O(min_size_mib) drops small processes.
-  - For each candidate the private mappings in C(/proc/PID/maps) are walked through
-    C(/proc/PID/pagemap); pages that are present and anonymous are read from C(/proc/PID/mem).
-    Zero pages are counted exactly. Other pages are sampled by content hash (every copy of a
-    content is kept or dropped together, so the estimate is unbiased) in a table of at most
-    O(max_entries) contents; when it fills up the sampled slice halves.
+  - For each candidate the private mappings of C(/proc/PID/smaps) that hold anonymous memory are
+    walked through C(/proc/PID/pagemap); pages that are present and anonymous are read from
+    C(/proc/PID/mem). Zero pages are counted exactly (C(/proc/kpageflags) tells a KSM page holding
+    zeros from the kernel's shared zero page, which costs nothing). Other pages are sampled by
+    content hash (every copy of a content is kept or dropped together, so the estimate is
+    unbiased) in a table of at most O(max_entries) contents; when it fills up the sampled slice
+    halves, and the standard error of the estimate is returned. A content repeated in a run of
+    pages (a buffer filled with one pattern) is counted exactly whatever its hash.
   - The estimated saving of a content with N copies is N - ceil(N / max_page_sharing); zero
     pages all count with O(use_zero_pages). The estimate assumes every candidate opts in to KSM
     as a whole (C(prctl(PR_SET_MEMORY_MERGE)), systemd C(MemoryKSM=yes), the collection's preload
@@ -31,10 +34,12 @@ description:
   - Pages KSM has already merged are reported from C(/proc/PID/ksm_stat) (RV(estimate.merged)).
   - Never writes anything, never stops, traces or pauses a process; a process that exits or
     changes its mappings during the scan is skipped or read as far as it goes.
-  - Cost, measured on a 2-core VM (kernel 6.18, Python 3.11) - about 1.5 s of CPU per GiB of
-    anonymous memory read, at any O(sample) (every page is read and hashed; sampling bounds
-    memory, not CPU); estimator memory is bounded by O(max_entries) (about 200 bytes per entry,
-    13 MiB for the default) whatever the size of the host. O(time_budget) bounds the wall time.
+  - Cost (measured on a 2-core VM, kernel 6.18) is about 1.7 s of CPU per GiB of anonymous
+    memory read with Python 3.11 (about 3 s with Python 2.7 or 3.6), at any O(sample) - every page
+    is read and hashed, sampling bounds memory, not CPU. Estimator memory is bounded by
+    O(max_entries) (about 200 bytes per entry, 13 MiB for the default) plus 1 MiB of read buffer,
+    whatever the size of the host; the module's process peaked at 41 MiB RSS on 2 GiB of candidates.
+    O(time_budget) bounds the wall time.
 author:
   - samepage.ksm maintainers (@samepage)
 extends_documentation_fragment:
