@@ -32,7 +32,7 @@ bootstrap-test:
 	scripts/bootstrap.sh test
 
 test: bootstrap-test
-	$(MAKE) --no-print-directory test-compat test-unit test-lint test-sanity test-docs test-integration test-images test-molecule
+	$(MAKE) --no-print-directory test-compat test-unit test-lint test-sanity test-docs test-integration test-images test-molecule test-corpus
 
 # Module code runs on old managed hosts: it must parse as Python 3.6 (and 2.7 where cheap).
 test-compat:
@@ -58,6 +58,12 @@ test-docs:
 test-integration:
 	# the kernel_lock fixture takes the lock itself (flock here would deadlock with it)
 	python -m pytest -q -p no:cacheprovider tests/integration
+
+# Real init scripts of ~80 Debian packages (apt-get download + dpkg-deb -x, cached by version under
+# .cache/corpus) through ld_preload in private namespaces over overlays: prints the corpus table.
+.PHONY: test-corpus
+test-corpus:
+	python -m pytest -q -p no:cacheprovider tests/corpus
 
 # Each scenario's output ends with its step times (tests/tools/step_times.py).
 test-molecule: molecule-node molecule-container molecule-fleet

@@ -473,6 +473,13 @@ class Planner(object):
             'the script itself' % (target.script, ', '.join(self.dirs), ', '.join(sourced) or 'nothing'))
 
     def present_envfile(self, target, survivor=None):
+        if survivor is None and self.envfile is None and target.script_text is not None:
+            # method=envfile (or a kept envfile artefact) on a script whose env -i command reads its own file
+            outside = remove_our_block(target.script_text, self.base, legacy=True)
+            drops = environment_drops(outside, self.functions_text(outside))
+            candidate = surviving_file(self.base, outside, drops, self.etc_dir) if drops else None
+            if candidate is not None and os.path.isfile(candidate):
+                survivor = candidate
         path, explicit = self.envfile_path(target, survivor)
         self.need_file('library', self.library)
         script_outside = remove_our_block(target.script_text, self.base, legacy=True) \
