@@ -682,13 +682,18 @@ class Run(object):
                       '(the host may swap or OOM-kill)' % (needed // 1048576, pages, available // 1048576),
                       needed_bytes=needed, available_bytes=available)
 
-    def check_writable(self, plan):
-        denied = [n for n in plan.paths_written() if not os.access(_ksm.knob_path(self.sysfs, n), os.W_OK)]
+    def check_writable(self, plan, all_knobs=False):
+        """Fail (warn in check mode) unless every knob to write is writable here; with ``all_knobs``
+        (state present) the directory itself must be, even when nothing needs writing this time."""
+        names = plan.paths_written()
+        if all_knobs and _ksm.RUN not in names and _ksm.RUN in plan.current:
+            names.append(_ksm.RUN)
+        denied = [n for n in names if not os.access(_ksm.knob_path(self.sysfs, n), os.W_OK)]
         if not denied:
             return
-        msg = ('cannot write %s in %s: permission denied or read-only file system; run the task as root '
-               '(become: true) on the host itself, not in a container that sees /sys read-only'
-               % (', '.join(denied), self.sysfs))
+        msg = ('%s exists but is not writable here (%s: permission denied or a read-only file system); run the task '
+               'as root (become: true) on the hardware node itself - a container sees the host kernel\'s KSM '
+               'read-only' % (self.sysfs, ', '.join(denied)))
         if self.module.check_mode:
             self.module.warn(msg)
         else:
@@ -785,7 +790,7 @@ class Run(object):
 
         if plan is not None:
             self.check_memory(plan)
-            self.check_writable(plan)
+            self.check_writable(plan, all_knobs=self.state == 'present')
         for name in skipped:
             module.warn('this kernel has no KSM knob %s in %s; skipped it (set strict: true to fail instead)'
                         % (name, self.sysfs))

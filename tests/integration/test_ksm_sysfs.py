@@ -2,7 +2,10 @@
 
 The real_ksm fixture holds the kernel lock and puts every knob back afterwards.
 """
+import json
+import os
 import pathlib
+import subprocess
 import sys
 import time
 
@@ -18,8 +21,18 @@ def play(tasks):
     return "- hosts: localhost\n  gather_facts: false\n  tasks:\n" + tasks
 
 
+KNOBS = ("run", "pages_to_scan", "sleep_millisecs", "merge_across_nodes", "max_page_sharing", "advisor_mode",
+         "advisor_target_scan_time")
+
+
 def task(name, args, extra=""):
-    body = "".join("        %s: %s\n" % (key, value) for key, value in args.items())
+    """A ksm_sysfs task: knob names among args go into its settings dict."""
+    settings = dict((k, v) for k, v in args.items() if k in KNOBS)
+    options = dict((k, v) for k, v in args.items() if k not in KNOBS)
+    options.setdefault("competing", "ignore")
+    if settings:
+        options["settings"] = settings
+    body = "".join("        %s: %s\n" % (key, json.dumps(value)) for key, value in options.items())
     return "    - name: %s\n      samepage.ksm.ksm_sysfs:\n%s%s" % (name, body, extra)
 
 
@@ -61,9 +74,9 @@ def test_set_again_check_mode_and_drift(baseline, playbook):
     # check mode: reports the change, writes nothing
     rc, results, dummy = playbook(play(task("check", dict(pages_to_scan=4321, run=0))), "--check", "--diff")
     assert results["check"]["changed"] is True
-    assert results["check"]["knobs"]["pages_to_scan"] == 4321
-    assert "pages_to_scan = 1234\n" in results["check"]["diff"]["before"]
-    assert "pages_to_scan = 4321\n" in results["check"]["diff"]["after"]
+    assert results["check"]["ksm"]["knobs"]["pages_to_scan"] == 4321
+    assert "pages_to_scan = 1234\n" in results["check"]["diff"][0]["before"]
+    assert "pages_to_scan = 4321\n" in results["check"]["diff"][0]["after"]
     assert (baseline / "pages_to_scan").read_text() == "1234\n"
     assert (baseline / "run").read_text() == "1\n"
 
@@ -98,7 +111,7 @@ def test_merge_across_nodes_flip_while_pages_are_shared(baseline, playbook):
         assert flip["changes"] == [dict(knob="merge_across_nodes", before=1, after=0)]
         assert read_knob("merge_across_nodes") == 0
         assert read_knob("run") == 1, "ksmd must be running again after the unmerge"
-        assert flip["knobs"]["run"] == 1
+        assert flip["ksm"]["knobs"]["run"] == 1
         # ksmd merges again under the new setting
         wait_for(lambda: read_knob("pages_shared") > 0, 60, "pages to merge again")
         flips = task("flip back", dict(merge_across_nodes=1)) + task("flip back again", dict(merge_across_nodes=1))
@@ -147,3 +160,46 @@ def test_advisor_scan_time_then_back_to_none(baseline, playbook):
     assert results["advisor off again"]["changed"] is False
     assert "[none]" in (baseline / "advisor_mode").read_text()
     assert read_knob("pages_to_scan") == 800
+
+
+def test_one_call_sets_persists_verifies_and_waits_for_a_scan(baseline, playbook, tmp_path):
+    """Runtime, rc.local, verification and a full scan with the new values, in one task on the real kernel."""
+    rc_local = tmp_path / "rc.local"
+    rc_local.write_text("#!/bin/sh\nexit 0\n")
+    os.chmod(str(rc_local), 0o644)
+    args = dict(run=1, pages_to_scan=5000, sleep_millisecs=20, advisor_mode="none", persist="rc_local",
+                rc_local_path=str(rc_local), competing="fail", verify_ksmd=True, wait_full_scan=True, wait_timeout=60)
+    with Workload(mib=8, procs=2, opt_in="madvise"):
+        before = read_knob("full_scans")
+        started = time.monotonic()
+        rc, results, dummy = playbook(play(task("node", args) + task("node again", args)))
+        waited = time.monotonic() - started
+    node = results["node"]
+    assert node["changed"] is True and node["persist"]["files"] == [str(rc_local)]
+    assert node["ksm"]["knobs"]["pages_to_scan"] == 5000 and node["ksm"]["ksmd"]["running"] is True
+    assert node["ksm"]["counters"]["full_scans"] >= before + 2
+    assert results["node again"]["changed"] is False
+    text = rc_local.read_text()
+    assert text.index("# BEGIN samepage.ksm") < text.index("exit 0") and "# samepage.ksm: original mode 0644" in text
+    assert os.stat(str(rc_local)).st_mode & 0o777 == 0o755
+    assert waited < 120
+    # the boot block really sets the knobs: run it against the real kernel after a reset
+    write_raw(baseline, "pages_to_scan", 100)
+    subprocess.run(["sh", str(rc_local)], check=True)
+    assert read_knob("pages_to_scan") == 5000
+    # state absent: stops ksmd, resets the knobs, gives the file its bytes and mode back
+    rc, results, dummy = playbook(play(task("ksm absent", dict(state="absent", rc_local_path=str(rc_local))) +
+                                       task("ksm absent again", dict(state="absent", rc_local_path=str(rc_local)))))
+    assert results["ksm absent"]["changed"] is True and results["ksm absent again"]["changed"] is False
+    assert (read_knob("run"), read_knob("pages_to_scan")) == (0, 100)
+    assert rc_local.read_text() == "#!/bin/sh\nexit 0\n" and os.stat(str(rc_local)).st_mode & 0o777 == 0o644
+
+
+def test_a_foreign_rc_local_line_stops_the_call_before_any_write(baseline, playbook, tmp_path):
+    rc_local = tmp_path / "rc.local"
+    rc_local.write_text("#!/bin/sh\necho 1 > /sys/kernel/mm/ksm/run\nexit 0\n")
+    rc, results, dummy = playbook(play(task("node", dict(run=1, pages_to_scan=777, persist="rc_local", competing="fail",
+                                                         rc_local_path=str(rc_local)))), check=False)
+    assert rc != 0 and "writes KSM knobs outside the samepage.ksm block (line 2)" in results["node"]["msg"]
+    assert read_knob("pages_to_scan") == 100 and read_knob("run") == 0
+    assert rc_local.read_text() == "#!/bin/sh\necho 1 > /sys/kernel/mm/ksm/run\nexit 0\n"

@@ -338,7 +338,7 @@ def test_permission_denied_fails_before_writing(run, fake_sysfs, digest, writes,
     monkeypatch.setattr(ksm_sysfs.os, "access", lambda path, mode: not path.endswith("/run"))
     failed, result = run(dict(pages_to_scan=1000, run=1))
     assert failed
-    assert "cannot write run" in result["msg"] and "become: true" in result["msg"]
+    assert "not writable here (run:" in result["msg"] and "become: true" in result["msg"]
     assert "nothing was written" in result["msg"]
     assert writes == [] and digest(fake_sysfs) == before
 
@@ -348,6 +348,13 @@ def test_permission_denied_in_check_mode_warns(run, fake_sysfs, monkeypatch, war
     failed, result = run(dict(run=1), check_mode=True)
     assert not failed and result["changed"] is True
     assert any("permission denied" in w for w in warned)
+
+
+def test_read_only_sysfs_fails_even_when_nothing_needs_writing(run, fake_sysfs, monkeypatch):
+    set_knobs(fake_sysfs, run=1)
+    monkeypatch.setattr(ksm_sysfs.os, "access", lambda path, mode: False)
+    failed, result = run(dict(run=1))
+    assert failed and "exists but is not writable here" in result["msg"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -730,5 +737,5 @@ def test_read_only_sysfs_fails_present_before_writing(run, fake_sysfs, etc, dige
     monkeypatch.setattr(ksm_sysfs.os, "access", lambda path, mode: False)
     before = digest(etc)
     failed, result = run(dict(run=1, persist="rc_local"))
-    assert failed and "read-only file system" in result["msg"] and "not in a container" in result["msg"]
+    assert failed and "read-only file system" in result["msg"] and "a container sees" in result["msg"]
     assert digest(etc) == before
