@@ -13,7 +13,20 @@ if not (COLLECTIONS / "ansible_collections" / "samepage" / "ksm").exists():
 sys.path.insert(0, str(COLLECTIONS))
 
 from ansible.module_utils import basic  # noqa: E402
-from ansible.module_utils.testing import patch_module_args  # noqa: E402
+try:
+    from ansible.module_utils.testing import patch_module_args  # noqa: E402
+except ImportError:  # ansible-core < 2.19 (make test-matrix runs these tests on 2.16 and 2.18)
+    import contextlib
+    import json
+
+    @contextlib.contextmanager
+    def patch_module_args(args):
+        saved = basic._ANSIBLE_ARGS
+        basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode()
+        try:
+            yield
+        finally:
+            basic._ANSIBLE_ARGS = saved
 
 
 class ModuleExit(Exception):
