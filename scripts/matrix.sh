@@ -7,17 +7,21 @@
 #            the kernel lock, restored afterwards)
 # Usage: scripts/matrix.sh [--steps sanity,unit,smoke] [--venvs-only] [VERSION...]
 #        (default: every step, versions 2.16 2.18 2.20). Prints each stage's time at the end.
+#        scripts/matrix.sh --interpreters: the module runs of tests/matrix from ansible-core 2.16
+#        on the targets' Pythons of EL7 and EL8 (pyenv's 2.7 and 3.6) instead.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 versions_all=(2.16 2.18 2.20)
 steps=sanity,unit,smoke
 venvs_only=0
+interpreters=0
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --steps) steps=$2; shift 2 ;;
     --venvs-only) venvs_only=1; shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    --interpreters) interpreters=1; shift ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     -*) echo "matrix: unknown option $1" >&2; exit 2 ;;
     *) break ;;
   esac
@@ -123,8 +127,25 @@ run_smoke() {
   SAMEPAGE_TARGET_PYTHON=$venv/bin/python "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/matrix
 }
 
+# ansible-core 2.16 is the newest controller that still manages Python 2.7 and 3.6 targets.
+run_interpreters() {
+  local venv targets start rc=0
+  ensure_venv 2.16
+  venv=$(venv_dir 2.16)
+  targets="$(pyenv_python 2.7),$(pyenv_python 3.6)"
+  log "ansible-core 2.16 modules on $targets"
+  start=$SECONDS
+  SAMEPAGE_TARGET_PYTHON=$targets "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/matrix || rc=$?
+  printf '\n== interpreter runs (ansible-core 2.16 on Python 2.7 and 3.6): %d s\n' $((SECONDS - start)) >&2
+  return "$rc"
+}
+
 main() {
   local version step start report=() failed=()
+  if [ "$interpreters" = 1 ]; then
+    run_interpreters
+    return
+  fi
   for version in "${versions[@]}"; do
     controller_minor "$version" >/dev/null
     start=$SECONDS
