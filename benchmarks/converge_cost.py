@@ -111,8 +111,8 @@ def measure(hosts, scratch):
         runs["raw"] = playbook(raw_path, inventory, hosts)
     for name in ("ping", "raw", "naive first", "naive re-run", "role first", "role re-run"):
         run = runs[name]
-        print("  %3d hosts  %-12s %7.1f s  %2d tasks/host  %4d changed" % (hosts, name, run["seconds"], run["tasks"],
-                                                                         run["changed"]), flush=True)
+        print("  %3d hosts  %-12s %7.1f s  %2d tasks/host  %4d changed"
+              % (hosts, name, run["seconds"], run["tasks"], run["changed"]), flush=True)
     return runs
 
 

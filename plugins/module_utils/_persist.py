@@ -364,10 +364,10 @@ def early_exit_lines(text, before=None):
         lines = [(offset, line, None, [(0, True)] if _legacy_exit(line) else []) for offset, line in _lines(text)]
     last_command = max([index for index, entry in enumerate(lines) if not _is_filler(entry[1])] or [-1])
     numbers = []
-    for index, (offset, line, depth, exits) in enumerate(lines):
+    for index, (offset, dummy, dummy2, exits) in enumerate(lines):
         if before is not None and offset >= before:
             break
-        if index < last_command and any(level == 0 for level, dummy in exits):
+        if index < last_command and any(level == 0 for level, dummy3 in exits):
             numbers.append(index + 1)
     return numbers
 

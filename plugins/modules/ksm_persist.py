@@ -256,8 +256,6 @@ boost:
   sample: {"pages_to_scan": "5000"}
 '''
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.samepage.ksm.plugins.module_utils import _persist as persist
 from ansible_collections.samepage.ksm.plugins.module_utils._fileedit import BlockError
