@@ -211,7 +211,7 @@ def cost(total_mib, procs):
     """CPU and RSS of one default estimate over total_mib of partly duplicated candidates (KSM not run)."""
     ksm_knobs.write("run", 2)
     with Workload("cost", procs, total_mib // procs, 0.3, 0.05) as work:
-        runs = [run_estimate(work.pids, False, 1) for _ in range(2)]
+        runs = [run_estimate(work.pids, False, 1) for _run in range(2)]
     best = min(runs, key=lambda r: r["cpu_seconds"])
     return best, runs
 

@@ -84,7 +84,7 @@ def _clock():
 
 if PY2:
     def _views(buf, size):
-        return [buffer(buf, offset, size) for offset in range(0, len(buf) - size + 1, size)]  # noqa: F821 (Python 2)
+        return [buf[offset:offset + size] for offset in range(0, len(buf) - size + 1, size)]
 else:
     def _views(buf, size):
         view = memoryview(buf)
@@ -396,11 +396,14 @@ def scan_process(scan, proc_path, pid, group, size):
 
 def _lines(handle):
     """The lines of a /proc listing until it ends or its process does."""
-    try:
-        for line in handle:
-            yield line
-    except (IOError, OSError):
-        return
+    while True:
+        try:
+            line = handle.readline()
+        except (IOError, OSError):
+            return
+        if not line:
+            return
+        yield line
 
 
 def _scan_areas(scan, base, areas, group, size):

@@ -176,7 +176,7 @@ def test_selectors(proc):
 def test_sampled_table_stays_bounded_and_unbiased():
     """20000 contents with 2 copies each and one content with 5000 copies in runs, in a 1024-entry table."""
     rng = random.Random(7)
-    keys = [rng.getrandbits(64) for _ in range(20000)]
+    keys = [rng.getrandbits(64) for _index in range(20000)]
     heavy = rng.getrandbits(64)     # arrives late, in two runs (a buffer filled with one pattern)
     stream = keys + [heavy] * 2500 + keys + [heavy] * 2500
     exact = 20000 + _estimate.saving_of(5000, 256)
@@ -202,7 +202,7 @@ def test_sampled_table_stays_bounded_and_unbiased():
 def test_a_content_repeated_early_is_kept_exactly_when_the_table_shrinks():
     table = _estimate.ContentTable(max_entries=64, heavy=8)
     pattern = 0x1234567800000001      # CRC part odd: outside every slice but the first
-    for _ in range(100):
+    for _copy in range(100):
         table.add(pattern, "g")
     for key in range(1, 1000):
         crc = (key * 2654435761) & 0xFFFFFFFF
@@ -218,7 +218,7 @@ def test_a_run_of_one_content_after_the_table_filled_is_counted_exactly():
         table.page((key * 2654435761) & 0xFFFFFFFF, b"%d" % key, "g")
     assert table.sample >= 64
     crc = 0x7FFFFFFF                 # outside the slice
-    for _ in range(300):
+    for _copy in range(300):
         table.page(crc, b"pattern", "g")
     key = [k for k in table.counts if k & 0xFFFFFFFF == crc]
     assert len(key) == 1 and table.counts[key[0]] == 300 and table.weight[key[0]] == 1
