@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """The seed's stack for real: N podman containers, each running MariaDB, Apache + mod_php and
 memcached from Debian bookworm (started by their own SysV init scripts), opted in to KSM by the
 collection's container role (playbooks/container.yml) and merged by the node role
@@ -119,10 +119,10 @@ def log(msg):
 
 
 def run(argv, check=True, **kw):
-    proc = subprocess.run(argv, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    proc = subprocess.run(argv, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False, **kw)
     if check and proc.returncode != 0:
-        raise RuntimeError("%s failed (rc %d): %s %s" % (" ".join(argv[:6]), proc.returncode,
-                                                          proc.stdout[-3000:], proc.stderr[-3000:]))
+        raise RuntimeError("%s failed (rc %d): %s %s"
+                           % (" ".join(argv[:6]), proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:]))
     return proc
 
 
@@ -182,7 +182,7 @@ def ksm_stat(pid):
     try:
         with open("/proc/%d/ksm_stat" % pid) as handle:
             for line in handle:
-                key, _, value = line.replace(":", " ").partition(" ")
+                key, dummy, value = line.replace(":", " ").partition(" ")
                 values[key] = value.strip()
     except OSError:
         pass
@@ -503,7 +503,7 @@ def table(results):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--mechanisms", default="control,preload,preload-low,prctl,memoryksm,prctl@aggressive",
                         help="comma-separated MECHANISM[@PROFILE] (PROFILE: a node role profile, default --profile)")
@@ -527,7 +527,7 @@ def main():
     try:
         with Kernel(os.path.join(workdir, "knobs.json")) as kernel:
             for spec in args.mechanisms.split(","):
-                mechanism, _, profile = spec.partition("@")
+                mechanism, dummy, profile = spec.partition("@")
                 profile = profile or args.profile
                 t0 = time.time()
                 try:

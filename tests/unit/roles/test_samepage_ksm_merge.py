@@ -36,11 +36,11 @@ def test_exec_keeps_the_flag(python):
 
 @pytest.mark.parametrize("python", PYTHONS)
 def test_missing_command_fails_loudly(python):
-    out = subprocess.run([python, LAUNCHER, "/nonexistent/daemon"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = subprocess.run([python, LAUNCHER, "/nonexistent/daemon"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
     assert out.returncode == 127
     assert "cannot execute /nonexistent/daemon" in out.stderr
 
 
 def test_usage():
-    out = subprocess.run([sys.executable, LAUNCHER], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = subprocess.run([sys.executable, LAUNCHER], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
     assert out.returncode == 2 and "usage: samepage-ksm-merge CMD" in out.stderr
