@@ -185,7 +185,7 @@ options:
     default: false
   top_processes:
     description:
-      - How many processes, highest KSM profit first, RV(ksm.top_processes) lists (V(0) scans none).
+      - How many processes, highest KSM profit first, RV(ksm) lists in C(top_processes) (V(0) scans none).
     type: int
     default: 0
   sysfs_path:

@@ -6,7 +6,6 @@ import re
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.samepage.ksm.plugins.filter.ksm_fleet_report import FilterModule as ReportFilters
 from ansible_collections.samepage.ksm.plugins.filter.ksm_fleet_report import ksm_fleet_report
 from ansible_collections.samepage.ksm.plugins.module_utils import _ksm_info
 
@@ -63,8 +62,20 @@ def table_rows(markdown):
                     for row in body}
 
 
-def test_filters_are_registered():
-    assert ReportFilters().filters() == {"ksm_fleet_report": ksm_fleet_report}
+def test_playbooks_find_the_filter_by_its_fqcn(tmp_path):
+    """What report.yml does: a template names the filter by its FQCN and Ansible resolves it."""
+    import os as _os
+    import pathlib as _pathlib
+    import subprocess as _subprocess
+    root = _pathlib.Path(__file__).resolve().parents[4]
+    play = tmp_path / "play.yml"
+    play.write_text("- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n"
+                    "        msg: \"{{ {'hn1': {'ksm': {'available': False, 'reason': 'none here'}}} | samepage.ksm.ksm_fleet_report('2026-11-26T12:00:00Z') }}\"\n")
+    env = dict(_os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(root / "build" / "collections"))
+    done = _subprocess.run([str(root / ".venv" / "bin" / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(play)],
+                           cwd=str(tmp_path), env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "none here" in done.stdout
 
 
 def test_totals_count_only_hosts_that_reported(fleet):

@@ -4,7 +4,6 @@ import re
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.samepage.ksm.plugins.filter.ksm_prometheus import FilterModule
 from ansible_collections.samepage.ksm.plugins.filter.ksm_prometheus import ksm_prometheus
 from ansible_collections.samepage.ksm.plugins.module_utils import _ksm_info
 
@@ -67,8 +66,20 @@ def plain(samples):
     return {name: series[()] for name, series in samples.items() if () in series}
 
 
-def test_filter_is_registered():
-    assert FilterModule().filters() == {"ksm_prometheus": ksm_prometheus}
+def test_playbooks_find_the_filter_by_its_fqcn(tmp_path):
+    """What report.yml does: a template names the filter by its FQCN and Ansible resolves it."""
+    import os as _os
+    import pathlib as _pathlib
+    import subprocess as _subprocess
+    root = _pathlib.Path(__file__).resolve().parents[4]
+    play = tmp_path / "play.yml"
+    play.write_text("- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n"
+                    "        msg: \"{{ {'available': False} | samepage.ksm.ksm_prometheus }}\"\n")
+    env = dict(_os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(root / "build" / "collections"))
+    done = _subprocess.run([str(root / ".venv" / "bin" / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(play)],
+                           cwd=str(tmp_path), env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "samepage_ksm_available" in done.stdout
 
 
 def test_a_ksm_host_gets_what_the_ksmd_collector_lacks():

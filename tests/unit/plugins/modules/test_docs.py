@@ -28,6 +28,3 @@ def test_documentation_blocks_parse(path):
     assert examples and all("name" in task for task in examples)
     assert yaml.safe_load(found["RETURN"]) is not None
 
-
-def test_there_are_modules():
-    assert {path.stem for path in MODULES} >= {"ksm_sysfs", "ksm_info", "ksm_persist", "ld_preload"}
