@@ -633,8 +633,6 @@ class Run(object):
             # the settings' own errors are already listed once
             errors.extend(e for e in boot_errors if not e.startswith('settings'))
             self.boot, self.relax = boot, relax
-        elif self.persist in _persist.BACKENDS + ('none',) and not _persist.SAFE_PATH.match(self.sysfs):
-            errors.append('sysfs_path %r must be an absolute path of letters, digits and . _ + - / only' % self.sysfs)
 
     def validate_runtime(self, current):
         """(wanted knobs this kernel has, skipped knobs) for state present; adds to self.errors."""
