@@ -739,3 +739,30 @@ def test_read_only_sysfs_fails_present_before_writing(run, fake_sysfs, etc, dige
     failed, result = run(dict(run=1, persist="rc_local"))
     assert failed and "read-only file system" in result["msg"] and "a container sees" in result["msg"]
     assert digest(etc) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Every door accepts the same values: the runtime module and the boot module share one normaliser
+
+SAME_VALUES = [
+    ("pages_to_scan", 300), ("pages_to_scan", "300"), ("pages_to_scan", "0300"), ("pages_to_scan", 3.0),
+    ("pages_to_scan", "1e3"), ("pages_to_scan", u"\u00b2"), ("pages_to_scan", u"\u0661\u0662"), ("pages_to_scan", True),
+    ("pages_to_scan", " 300"), ("pages_to_scan", "300\n"), ("pages_to_scan", -1), ("pages_to_scan", 2 ** 32),
+    ("smart_scan", "yes"), ("smart_scan", "On"), ("smart_scan", "y"), ("smart_scan", 2), ("smart_scan", False),
+    ("smart_scan", "1"), ("smart_scan", 1.0), ("advisor_mode", "none"), ("advisor_mode", " none"),
+    ("advisor_mode", "None"), ("max_page_sharing", "1"), ("max_page_sharing", "2"),
+]
+
+
+@pytest.mark.parametrize("name, value", SAME_VALUES, ids=["%s=%r" % case for case in SAME_VALUES])
+def test_ksm_sysfs_and_ksm_persist_accept_exactly_the_same_values(run, run_module, etc, fake_sysfs, name, value):
+    from ansible_collections.samepage.ksm.plugins.modules import ksm_persist
+    runtime_failed, runtime = run({"settings": {name: value}}, check_mode=True)
+    boot_failed, boot = run_module(ksm_persist, dict(
+        settings={name: value}, rc_local_path=str(etc / "rc.local"), systemd_dir=str(etc / "systemd" / "system"),
+        tmpfiles_dir=str(etc / "tmpfiles.d"), sysfs_path=str(fake_sysfs)), check_mode=True)
+    assert runtime_failed == boot_failed, (runtime.get("msg"), boot.get("msg"))
+    assert runtime_failed == (_ksm.normalize_value(name, value)[1] is not None)
+    if runtime_failed:
+        assert "%s: invalid value %r" % (name, value) in runtime["msg"]
+        assert "%s: invalid value %r" % (name, value) in boot["msg"]
