@@ -133,6 +133,27 @@ class Planner(object):
         if warning:
             self.warnings.append(warning)
 
+    def check_interpreter(self, path):
+        """A launcher whose '#!' interpreter is missing would stop the service from starting at all."""
+        if not os.path.isfile(path):
+            return
+        with open(path, 'rb') as handle:
+            first = handle.readline(512).decode('latin-1')
+        words = shebang_words(first)
+        if not words:
+            return
+        interpreter, found = words[0], os.path.exists(words[0])
+        if found and os.path.basename(interpreter) == 'env' and len(words) > 1:
+            interpreter = words[1]
+            found = self.module.get_bin_path(interpreter) is not None
+        if not found:
+            message = ('launcher %s runs under %s, which is not on this host: the init script would exec it and the '
+                       'service would not start; install it with the host\'s Python in its first line' % (path, interpreter))
+            if self.module.check_mode:
+                self.warnings.append(message)
+            else:
+                raise LdPreloadError(message + '; nothing was written')
+
     # -- helpers ----------------------------------------------------------------------------
     def shell_for(self, script_text):
         words = shebang_words(script_text)
@@ -250,8 +271,8 @@ class Planner(object):
             return 'sysv'
         if target.unit_file is not None:
             self.unknown('systemd is not the running init (%s does not exist) and there is no SysV init script, so '
-                         'nothing would start the service with its unit %s' % (_optin.SYSTEMD_RUNTIME_DIR,
-                                                                                target.unit_file))
+                         'nothing would start the service with its unit %s'
+                         % (_optin.SYSTEMD_RUNTIME_DIR, target.unit_file))
         self.unknown('no systemd unit and no SysV init script found')
 
     # -- present ----------------------------------------------------------------------------
@@ -338,8 +359,8 @@ class Planner(object):
             if survivor is not None and auto and os.path.isfile(survivor):
                 self.result['method'] = 'envfile'
                 self.result['reason'] = ('%s line %d empties the environment (%s); %s, which the command run after '
-                                         'it reads, keeps the setting' % (target.script, drops[0][0], drops[0][2],
-                                                                         survivor))
+                                         'it reads, keeps the setting'
+                                         % (target.script, drops[0][0], drops[0][2], survivor))
                 return self.present_envfile(target, survivor=survivor)
             self.drop_error(target, drops, 'sysv', survivor)
         offset, rule = script_offset(outside)
@@ -376,6 +397,7 @@ class Planner(object):
             raise LdPreloadError('%s ends in .sh: Debian\'s rc sources such scripts instead of running them, so a '
                                  're-exec would replace rc itself; use method=sysv' % target.script)
         self.need_file('launcher', self.launcher, executable=True)
+        self.check_interpreter(self.launcher)
         before = target.script_text
         words = shebang_words(before) or ['/bin/sh']
         interpreter = words[0]
@@ -604,4 +626,3 @@ class Planner(object):
         self.result['restart_needed'] = self.plan.changed
         self.result['daemon_reload_needed'] = any(m in DROPIN_METHODS for m in self.methods)
         return self.plan
-

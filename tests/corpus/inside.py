@@ -15,6 +15,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 
 ROOT = "/work/main"
 sys.path.insert(0, os.path.join(ROOT, "build", "collections"))
@@ -30,7 +31,8 @@ PROBES = "/run/corpus-probe"
 UPPER = "/run/corpus-upper"
 # Paths under the upper layer that the machinery itself writes (Python caches, module temp dirs).
 NOISE = ("root/.ansible/", "root/.cache/")
-START_TIMEOUT = float(os.environ.get("CORPUS_START_TIMEOUT", "3"))
+START_TIMEOUT = float(os.environ.get("CORPUS_START_TIMEOUT", "12"))
+SETTLE = float(os.environ.get("CORPUS_SETTLE", "1.5"))
 
 
 class Done(Exception):
@@ -121,15 +123,47 @@ def syntax_ok(paths):
     return None
 
 
+def _daemon_started():
+    """A probe recorded a start (not a version or usage check)."""
+    for entry in os.listdir(PROBES):
+        if entry.endswith(".exe"):
+            try:
+                with open(os.path.join(PROBES, entry), "rb") as handle:
+                    lines = handle.read().decode("latin-1").splitlines()
+            except OSError:
+                continue
+            if len(lines) > 1 and lines[1].strip() not in ("-?", "-V", "-v", "--version", "-h", "--help", "-t"):
+                return True
+    return False
+
+
 def start(name):
-    """Start the service as `service NAME start` does; the probes' records of what its daemons got."""
+    """Start the service as `service NAME start` does; the probes' records of what its daemons got.
+
+    The start ends when the script returns, or SETTLE seconds after a daemon start was recorded
+    (scripts that then wait for a pid file the probe never writes), or at START_TIMEOUT.
+    """
     for entry in os.listdir(PROBES):
         os.unlink(os.path.join(PROBES, entry))
     command = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
-               "timeout", "-k", "2", str(START_TIMEOUT),
                "env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=dumb",
                "LANG=C", "/etc/init.d/%s" % name, "start"]
-    proc = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=START_TIMEOUT + 20)
+    with open("/tmp/corpus-start.out", "w+b") as output:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=output)
+        deadline = time.monotonic() + START_TIMEOUT
+        seen = None
+        while proc.poll() is None and time.monotonic() < deadline:
+            if seen is None and _daemon_started():
+                seen = time.monotonic()
+            if seen is not None and time.monotonic() - seen > SETTLE:
+                break
+            time.sleep(0.1)
+        cut = proc.poll() is None
+        if cut:
+            proc.kill()   # --kill-child: the pid namespace and everything in it goes too
+        proc.wait()
+        output.seek(0)
+        text = output.read().decode("latin-1")[-400:]
     records = []
     for entry in sorted(os.listdir(PROBES), key=lambda e: (len(e), e)):
         if not entry.endswith(".exe"):
@@ -161,8 +195,7 @@ def start(name):
         except OSError:
             record["merge_any"] = False
         records.append(record)
-    return dict(rc=proc.returncode, timed_out=proc.returncode in (124, 137), records=records,
-                output=(proc.stdout + proc.stderr).decode("latin-1")[-400:])
+    return dict(rc=proc.returncode, cut=cut, records=records, output=text)
 
 
 def restored(originals, files):

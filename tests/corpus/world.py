@@ -40,12 +40,12 @@ cat /proc/$$/maps > "$f.maps" 2>/dev/null
 printf '%%s\\n' "$0" "$*" > "$f.exe"
 # Pre-flight checks of init scripts read a version or usage line (ssh: sshd -? | grep OpenSSH).
 case "$1" in
-    -\?|-V|-v|--version|-h|--help|-version) echo "${0##*/} 0.0 (samepage corpus probe; OpenSSH_0 compatible)" >&2 ;;
+    -\\?|-V|-v|--version|-h|--help|-version) echo "${0##*/} 0.0 (samepage corpus probe; OpenSSH_0 compatible)" >&2 ;;
 esac
 exit 0
 """ % PROBE_MARK
 MERGED = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
-BUILDER_VERSION = "4"
+BUILDER_VERSION = "5"
 _USER = re.compile(r"""(?:--chuid|\s-c|\s-u|--user)[ =]+["']?([a-z_][a-z0-9_-]*)(?::([a-z_][a-z0-9_-]*))?["']?(?=[\s;]|$)""")
 _USER_VAR = re.compile(r"""^\s*(?:[A-Z_]*USER|USERID|DAEMONUSER|RUN_AS)=["']?([a-z_][a-z0-9_-]*)["']?\s*$""", re.M)
 _GROUP_VAR = re.compile(r"""^\s*(?:[A-Z_]*GROUP|GROUPID)=["']?([a-z_][a-z0-9_-]*)["']?\s*$""", re.M)
@@ -213,7 +213,8 @@ def build(cache, log=print):
     os.makedirs(os.path.dirname(library), exist_ok=True)
     subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", library, source], check=True)
     with open(os.path.join(ROOT, "roles/container/files/samepage-ksm-merge")) as handle:
-        put(world, LAUNCHER, handle.read(), 0o755)
+        # as the container role installs it: the target's own Python in the shebang
+        put(world, LAUNCHER, "#!/usr/bin/python3\n" + handle.read().split("\n", 1)[1], 0o755)
     users, groups = accounts(scripts.values())
     add_accounts(world, users, groups)
     with open(os.path.join(world, ".complete"), "w") as handle:

@@ -58,7 +58,7 @@ PRESENT_PLAY = """
   gather_facts: false
   vars:
     ldp_args: &ldp
-      service: {service}
+      name: {service}
       library: {library}
       merge_threshold: 4096
       init_dir: {init_dir}
@@ -96,7 +96,7 @@ ABSENT_PLAY = """
   tasks:
     - name: absent
       samepage.ksm.ld_preload:
-        service: {service}
+        name: {service}
         state: absent
         init_dir: {init_dir}
         unit_dirs: [{units}]
@@ -104,7 +104,7 @@ ABSENT_PLAY = """
         envfile_dirs: [{envdir}]
     - name: absent again
       samepage.ksm.ld_preload:
-        service: {service}
+        name: {service}
         state: absent
         init_dir: {init_dir}
         unit_dirs: [{units}]
@@ -170,7 +170,7 @@ def start_service(script, pidfile):
     subprocess.run([str(script), "start"], check=True, timeout=30)
     pid = int(pidfile.read_text())
     # The child execs sh, then sleep: wait until the exec has happened.
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # generous: the machine may be busy
     while time.monotonic() < deadline:
         if os.readlink("/proc/%d/exe" % pid).endswith("/sleep"):
             return pid
@@ -206,15 +206,15 @@ def test_sysv_service_starts_with_the_library(host, playbook):
     present = results["present"]
     assert present["changed"] is True and present["position"] == "path"
     assert present["ld_preload"] == str(names["library"])
-    assert present["diff"]["before"] == original.decode()
+    assert present["diff"][0]["before"] == original.decode()
     assert results["present again"]["changed"] is False
     assert results["drift"]["changed"] is True
     assert results["repair"]["changed"] is True
     assert results["repair again"]["changed"] is False
 
     text = script.read_text()
-    assert text.count("# BEGIN samepage.ksm LD_PRELOAD") == 1
-    assert 'export PATH\n# BEGIN samepage.ksm LD_PRELOAD\nLD_PRELOAD=%s\n' % names["library"] in text
+    assert text.count("# BEGIN samepage.ksm LD_PRELOAD %s\n" % SERVICE) == 1
+    assert 'export PATH\n# BEGIN samepage.ksm LD_PRELOAD %s\nLD_PRELOAD=%s\n' % (SERVICE, names["library"]) in text
     assert stat.S_IMODE(script.stat().st_mode) == 0o750
     assert subprocess.run(["/bin/sh", "-n", str(script)], check=False).returncode == 0
 
@@ -232,3 +232,91 @@ def test_sysv_service_starts_with_the_library(host, playbook):
     assert results["absent again"]["changed"] is False
     assert script.read_bytes() == original
     assert stat.S_IMODE(script.stat().st_mode) == 0o750
+
+
+# Like Debian's apache2: the daemon is started through env -i, which empties the environment.
+ENV_I_SCRIPT = """#!/bin/sh
+### BEGIN INIT INFO
+# Provides:          samepage-ldp-demo
+### END INIT INFO
+
+PIDFILE=@PIDFILE@
+PATH="/sbin:/usr/sbin:/bin:/usr/bin"
+export PATH
+ENV="env -i LANG=C PATH=/usr/sbin:/usr/bin:/sbin:/bin"
+
+case "$1" in
+  start)
+    $ENV sh -c 'exec sleep 300' </dev/null >/dev/null 2>&1 &
+    echo $! > "$PIDFILE"
+    ;;
+  stop)
+    [ -f "$PIDFILE" ] && kill "$(cat "$PIDFILE")" 2>/dev/null
+    rm -f "$PIDFILE"
+    ;;
+esac
+"""
+
+PRCTL_PLAY = """
+- hosts: localhost
+  gather_facts: false
+  vars:
+    ldp_args: &ldp
+      name: {service}
+      library: {library}
+      launcher: {launcher}
+      init_dir: {init_dir}
+      unit_dirs: [{units}]
+      systemd_dir: {units}
+      envfile_dirs: [{envdir}]
+  tasks:
+    - name: sysv
+      samepage.ksm.ld_preload:
+        <<: *ldp
+        method: sysv
+      ignore_errors: true
+    - name: prctl
+      samepage.ksm.ld_preload:
+        <<: *ldp
+        method: prctl
+    - name: prctl again
+      samepage.ksm.ld_preload:
+        <<: *ldp
+        method: prctl
+"""
+
+
+def ksm_stat(pid):
+    with open("/proc/%d/ksm_stat" % pid) as handle:
+        return handle.read()
+
+
+def test_env_i_start_path_refused_for_sysv_and_reached_by_prctl(host, playbook, tmp_path):
+    """A start path with env -i: method=sysv fails naming the line; method=prctl (the container role's real
+    launcher) gives the daemon the KSM flag although its environment is emptied."""
+    names, pidfile = host
+    script = names["script"]
+    script.write_text(ENV_I_SCRIPT.replace("@PIDFILE@", str(pidfile)))
+    original = script.read_bytes()
+    launcher = tmp_path / "samepage-ksm-merge"
+    launcher.write_bytes((ROOT / "roles" / "container" / "files" / "samepage-ksm-merge").read_bytes())
+    launcher.chmod(0o755)
+    names = dict(names, launcher=launcher)
+
+    pid = start_service(script, pidfile)
+    assert "ksm_merge_any: no" in ksm_stat(pid)
+    subprocess.run([str(script), "stop"], check=True, timeout=30)
+
+    results = playbook(PRCTL_PLAY.format(**names))
+    refused = results["sysv"]
+    assert refused["failed"] is True and "line 9:" in refused["msg"] and "env -i" in refused["msg"]
+    assert results["prctl"]["changed"] is True and results["prctl again"]["changed"] is False
+    pid = start_service(script, pidfile)
+    try:
+        assert "ksm_merge_any: yes" in ksm_stat(pid)
+        assert "LD_PRELOAD" not in process_env(pid)
+    finally:
+        subprocess.run([str(script), "stop"], check=True, timeout=30)
+    results = playbook(ABSENT_PLAY.format(**names))
+    assert results["absent"]["changed"] is True and results["absent again"]["changed"] is False
+    assert script.read_bytes() == original

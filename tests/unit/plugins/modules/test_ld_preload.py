@@ -39,6 +39,7 @@ def begin(name="demo", kind="LD_PRELOAD"):
 def end(name="demo", kind="LD_PRELOAD"):
     return "# END samepage.ksm %s %s" % (kind, name)
 
+
 # Every script answers "env" with the variables the service would inherit (builtins only).
 ENV_ACTION = '''case "$1" in
   env) echo "LD_PRELOAD=${LD_PRELOAD:-}" ; echo "KSMP_MERGE_THRESHOLD=${KSMP_MERGE_THRESHOLD:-}" ;;

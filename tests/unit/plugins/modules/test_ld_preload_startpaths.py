@@ -185,6 +185,12 @@ def test_prctl_needs_an_executable_launcher(run_module, etc, digest, warned):
     assert not failed and result["changed"] and any("does not exist yet" in w for w in warned)
     failed, result = run_module(ld_preload, dict(args, launcher=args_for(etc, "x")["library"]))
     assert failed and "not executable" in result["msg"]
+    # a launcher whose interpreter is missing would keep the service from starting at all
+    broken = etc.parent / "bin" / "broken-launcher"
+    broken.write_text("#!/usr/bin/env no-such-python-here\n")
+    broken.chmod(0o755)
+    failed, result = run_module(ld_preload, dict(args, launcher=str(broken)))
+    assert failed and "no-such-python-here" in result["msg"] and "would not start" in result["msg"]
     assert digest(etc) == before
 
 
