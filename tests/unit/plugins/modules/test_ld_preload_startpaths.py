@@ -400,3 +400,29 @@ def test_long_blank_runs_cost_linear_time():
     out = subprocess.run([sys.executable, "-c", LINEAR, os.path.join(ROOT, "build", "collections")],
                          capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout == "ok\n"
+
+
+def test_a_failed_removal_puts_every_file_back(run_module, etc, monkeypatch):
+    """absent removes a script block and a drop-in together; EROFS on the drop-in leaves both as they were."""
+    import errno
+    calls = []
+    monkeypatch.setattr(_optin, "systemd_running", lambda *a: True)
+    monkeypatch.setattr(_optin, "probe_memoryksm", lambda module, **k: calls.append(1) or {"works": False, "reason": "no"})
+    path = script(etc, "demo", "#!/bin/sh\nPATH=/bin\nexport PATH\nrun\n")
+    (etc / "lib-systemd" / "demo.service").write_text("[Service]\nExecStart=/bin/true\n")
+    for method in ("sysv", "systemd"):
+        failed, result = run_module(ld_preload, args_for(etc, "demo", method=method))
+        assert not failed, result.get("msg")
+    dropin = etc / "systemd/system/demo.service.d/samepage-ksm.conf"
+    script_before, dropin_before = path.read_bytes(), dropin.read_bytes()
+    real_unlink = os.unlink
+
+    def unlink(target, *args, **kwargs):
+        if str(target) == str(dropin):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_unlink(target, *args, **kwargs)
+    monkeypatch.setattr(os, "unlink", unlink)
+    failed, result = run_module(ld_preload, args_for(etc, "demo", state="absent"))
+    assert failed
+    assert str(dropin) in result["msg"] and "EROFS" in result["msg"] and "put back" in result["msg"]
+    assert path.read_bytes() == script_before and dropin.read_bytes() == dropin_before
