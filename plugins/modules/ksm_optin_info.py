@@ -12,7 +12,7 @@ DOCUMENTATION = r'''
 ---
 module: ksm_optin_info
 short_description: Find which whole-process KSM opt-in works on a host, by trying it
-version_added: 1.1.0
+version_added: 1.0.0
 description:
   - Proves, by running a short-lived process, which mechanism can opt a service's processes
     into KSM on this host, before anything is installed or written.
