@@ -16,7 +16,7 @@ KERNEL_LOCK := flock /run/lock/samepage-ksm-kernel.lock
 
 .PHONY: site disable bootstrap bootstrap-test images test-images test test-compat test-unit test-lint test-sanity \
 	test-integration test-molecule molecule-node molecule-container molecule-fleet \
-	test-docs bench-converge bench-merge bench-estimate clean
+	test-docs bench-converge bench-merge bench-estimate bench-stack test-stack clean
 
 site: bootstrap
 	ansible-playbook playbooks/site.yml
@@ -31,12 +31,26 @@ bootstrap:
 bootstrap-test:
 	scripts/bootstrap.sh test
 
+# The stages of `make test`, in order; scripts/stages.sh prints each one's time and a summary.
+TEST_STAGES := test-compat test-interpreters test-unit test-lint test-sanity test-matrix test-docs test-integration test-images molecule-node molecule-container molecule-fleet molecule-systemd test-stack test-corpus
+
 test: bootstrap-test
-	$(MAKE) --no-print-directory test-compat test-unit test-lint test-sanity test-docs test-integration test-images test-molecule test-corpus
+	scripts/stages.sh $(TEST_STAGES)
 
 # Module code runs on old managed hosts: it must parse as Python 3.6 (and 2.7 where cheap).
 test-compat:
 	python tests/tools/check_py36.py plugins/modules plugins/module_utils
+
+# Controller matrix: ansible-core 2.16, 2.18 and 2.20 (each its own .venv-<v>, cached by
+# requirements hash): ansible-test sanity, unit tests, every module run on this machine.
+.PHONY: test-matrix test-interpreters molecule-systemd
+test-matrix:
+	scripts/matrix.sh
+
+# Every module run for real on the targets' interpreters of EL7 and EL8 (pyenv's Python 2.7
+# and 3.6) from an ansible-core 2.16 controller: ASCII and non-UTF-8 files, check and diff mode.
+test-interpreters: images
+	scripts/matrix.sh --interpreters
 
 test-unit:
 	python -m pytest -q tests/unit
@@ -66,7 +80,7 @@ test-corpus:
 	python -m pytest -q -p no:cacheprovider tests/corpus
 
 # Each scenario's output ends with its step times (tests/tools/step_times.py).
-test-molecule: molecule-node molecule-container molecule-fleet
+test-molecule: molecule-node molecule-container molecule-fleet molecule-systemd
 
 # Test images, built locally from the Debian mirror and cached by input hash (no registry).
 images:
@@ -79,6 +93,10 @@ test-images: images
 # The scenario turns the host's KSM on to measure real merging: it runs under the kernel lock.
 molecule-container: images
 	$(KERNEL_LOCK) molecule test -s container 2>&1 | python tests/tools/step_times.py
+
+# The container role on systemd 252, 254 (backports) and 257 (trixie): MemoryKSM by proof.
+molecule-systemd:
+	molecule test -s systemd 2>&1 | python tests/tools/step_times.py
 
 # 20 SSH hosts in namespaces with fake KSM directories: the real kernel is not touched.
 molecule-fleet: images
@@ -94,6 +112,17 @@ bench-converge: bootstrap-test images
 
 bench-merge: bootstrap-test images
 	python benchmarks/merge_efficacy.py
+
+# The real stack (MariaDB, Apache + mod_php, memcached) in N>=8 containers, per opt-in mechanism.
+# It takes the kernel lock itself (benchmarks/real_stack.py), like the CI variant below.
+bench-stack: bootstrap-test
+	tests/images/build.sh stack
+	python benchmarks/real_stack.py
+
+# CI variant of the real stack: 4 containers, control + what ksm_container_optin auto picks here.
+test-stack:
+	tests/images/build.sh stack
+	time python benchmarks/real_stack.py --ci
 
 # Estimate vs what KSM really merges, per workload and sampling rate; CPU s/GiB and peak RSS (kernel lock).
 bench-estimate: bootstrap-test images
