@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Fetch the real-script corpus: the Debian packages listed in tests/corpus/packages.txt,
 # downloaded with `apt-get download` (nothing is installed, no maintainer script runs) and
 # extracted with `dpkg-deb -x`.
@@ -60,7 +60,7 @@ if [ "${#want[@]}" -gt 0 ]; then
         mv "$d" "$CACHE/debs/"
         downloaded=$((downloaded + 1))
     done
-    [ -s "$tmp/err" ] && sed 's/^/fetch.sh: /' "$tmp/err" >&2 || true
+    if [ -s "$tmp/err" ]; then sed 's/^/fetch.sh: /' "$tmp/err" >&2; fi
     rm -rf "$tmp"
 fi
 
@@ -74,11 +74,10 @@ for p in "${PKGS[@]}"; do
         [ -s "$f" ] || f=""
     fi
     if [ -z "$f" ]; then
-        f="$(ls -1 "$CACHE/debs/${p}_"*.deb 2>/dev/null | sort -V | tail -n 1 || true)"
+        f="$(find "$CACHE/debs" -maxdepth 1 -name "${p}_*.deb" 2>/dev/null | sort -V | tail -n 1)"
         [ -n "$f" ] && echo "fetch.sh: $p: candidate not available, using cached $(basename "$f")" >&2
     fi
     if [ -z "$f" ]; then missing+=("$p"); continue; fi
-    base="$(basename "$f" .deb)"
     v="$(dpkg-deb -f "$f" Version)"
     dir="$CACHE/root/${p}_${v//:/%3a}"
     if [ ! -e "$dir/.extracted" ]; then

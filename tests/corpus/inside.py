@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-ROOT = "/work/main"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "build", "collections"))
 
 from ansible.module_utils import basic  # noqa: E402
@@ -117,10 +117,23 @@ def syntax_ok(paths):
         if not os.path.isfile(path):
             continue
         shell = shell_of(path)
-        proc = subprocess.run([shell, "-n", path], capture_output=True, text=True)
+        proc = subprocess.run([shell, "-n", path], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             return "%s -n %s: %s" % (shell, path, proc.stderr.strip())
     return None
+
+
+# The script is pid 1 of its namespace: when it exits, every daemon it left in the background dies.
+# Linger until the probes have gone quiet (0.3 s without a new record, at most 2 s) so that those
+# daemons are recorded too.
+LINGER = """"$0" start; rc=$?
+i=0; last=-1
+while [ $i -lt 20 ]; do
+    now=$(ls /run/corpus-probe | wc -l)
+    [ "$now" = "$last" ] && [ $i -ge 3 ] && break
+    last=$now; i=$((i + 1)); sleep 0.1
+done
+exit $rc"""
 
 
 def _daemon_started():
@@ -147,7 +160,7 @@ def start(name):
         os.unlink(os.path.join(PROBES, entry))
     command = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
                "env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=dumb",
-               "LANG=C", "/etc/init.d/%s" % name, "start"]
+               "LANG=C", "/bin/sh", "-c", LINGER, "/etc/init.d/%s" % name]
     with open("/tmp/corpus-start.out", "w+b") as output:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=output)
         deadline = time.monotonic() + START_TIMEOUT

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # sandbox.sh WORLD STATE CMD...: run CMD with WORLD's etc, usr and var laid over this machine's,
 # every write going to a tmpfs that disappears with the namespace.
 # Run it as: unshare --mount --pid --net --fork --kill-child --mount-proc sandbox.sh ...
