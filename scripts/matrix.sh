@@ -8,7 +8,8 @@
 # Usage: scripts/matrix.sh [--steps sanity,unit,smoke] [--venvs-only] [VERSION...]
 #        (default: every step, versions 2.16 2.18 2.20). Prints each stage's time at the end.
 #        scripts/matrix.sh --interpreters: the module runs of tests/matrix from ansible-core 2.16
-#        on the targets' Pythons of EL7 and EL8 (pyenv's 2.7 and 3.6) instead.
+#        on the targets' Pythons of EL7 and EL8 (pyenv's 2.7 and 3.6), then the fleet rollout
+#        on EL7-like, EL8-like and Debian SSH hosts (tests/targets) instead.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -137,6 +138,10 @@ run_interpreters() {
   start=$SECONDS
   SAMEPAGE_TARGET_PYTHON=$targets "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/matrix || rc=$?
   printf '\n== interpreter runs (ansible-core 2.16 on Python 2.7 and 3.6): %d s\n' $((SECONDS - start)) >&2
+  # The fleet rollout on EL7-like, EL8-like and Debian SSH hosts (tests/fleet/fleet.py --flavours).
+  start=$SECONDS
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/targets || rc=$?
+  printf '== EL-like fleet (site, idempotence, check, reboot, report): %d s\n' $((SECONDS - start)) >&2
   return "$rc"
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Many SSH-reachable test hosts on one machine, for fleet-scale runs of the collection.
 
-    fleet.py up --count N [--nodes K] [--network 127.0.0] --rootfs-image IMAGE --state DIR
+    fleet.py up --count N [--nodes K] [--network 127.0.0] [--flavours debian,el7,el8] --rootfs-image IMAGE --state DIR
     fleet.py down --state DIR
     fleet.py inventory --state DIR [--output FILE]
     fleet.py status [--state DIR]
@@ -25,6 +25,17 @@ A host is a process tree in its own mount, pid and uts namespaces (``unshare``):
   (what a real reboot does to sysfs) and keeps the host's disk (upper dir), so persistence is
   tested for real.
 
+Host flavours (``--flavours``, cycled over the nodes and over the containers; default debian):
+- ``debian``: the image as it is (Python 3 at /usr/bin/python3, /etc/rc.local, /etc/default);
+- ``el7``: an EL7-like host: Python 2.7 is the ONLY interpreter (pyenv's 2.7, bind-mounted
+  read-only from the caller's pyenv root, as /usr/bin/python; /usr/bin/python3* hidden by overlay
+  whiteouts), ``/etc/rc.d/rc.local`` at mode 0644 with the ``/etc/rc.local`` symlink to it,
+  ``/etc/sysconfig/`` and ``/usr/lib64/``. Only nodes get it: the container role's download-only
+  step on EL7 needs yum, which Debian userland does not have;
+- ``el8``: an EL8-like host: pyenv's Python 3.6 as /usr/libexec/platform-python (the interpreter
+  Ansible is told to use; /usr/bin/python3 stays for dnf, as EL8's platform-python serves dnf),
+  the same rc.local symlink, /etc/sysconfig/ and /usr/lib64/.
+
 Hosts form two inventory groups, interleaved: ``ksm_nodes`` (hardware nodes, writable fake KSM
 directory) and ``ksm_containers`` (OpenVZ-style containers: the KSM directory is read-only, as
 it is inside a container).
@@ -42,6 +53,7 @@ import pathlib
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -63,14 +75,30 @@ MAX_HOSTS = 254 - FIRST_OCTET
 # A killed ``up`` takes its export pipeline along: no tar left writing into a removed dir.
 DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"]
 SSHD = "/usr/sbin/sshd"
+FLAVOURS = ("debian", "el7", "el8")
+# Flavour -> (pyenv version prefix, path of the interpreter inside the host)
+FLAVOUR_PYTHON = {"el7": ("2.7", "/usr/bin/python"), "el8": ("3.6", "/usr/libexec/platform-python")}
+EL7_RC_LOCAL = ("#!/bin/bash\n"
+                "# THIS FILE IS ADDED FOR COMPATIBILITY PURPOSES\n"
+                "#\n"
+                "# Please note that you must run 'chmod +x /etc/rc.d/rc.local' to ensure\n"
+                "# that this script will be executed during boot.\n"
+                "\n"
+                "touch /var/lock/subsys/local\n")
 
 # PID 1 of a host's namespaces, run by the host's sh: build the root, switch to it, boot.
 # $1 hostdir  $2 lower rootfs  $3 hostname  $4 listen address  $5 ksm mount options (rw|ro)
+# $6 a Python installation to bind-mount read-only at the same path (EL flavours) or ""
 HOST_INIT = r"""
 set -eu
-hostdir=$1 lower=$2 name=$3 addr=$4 ksm_mode=$5
+hostdir=$1 lower=$2 name=$3 addr=$4 ksm_mode=$5 python_dir=$6
 new=$hostdir/root
 mount -t overlay overlay -o "lowerdir=$lower,upperdir=$hostdir/upper,workdir=$hostdir/work" "$new"
+if [ -n "$python_dir" ]; then
+  mkdir -p "$new$python_dir"
+  mount --bind "$python_dir" "$new$python_dir"
+  mount -o remount,bind,ro "$new$python_dir"
+fi
 mount -t proc -o nosuid,nodev,noexec proc "$new/proc"
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$new/sys"
 mount --bind "$hostdir/ksm" "$new/sys/kernel/mm/ksm"
@@ -141,6 +169,56 @@ def loopback_network(text):
 def is_node(index, count, nodes):
     """Spread K nodes evenly over N hosts (K=N/2: odd hosts are nodes, even ones containers)."""
     return ((index - 1) * nodes) % count < nodes
+
+
+def flavour_list(text):
+    """argparse type: comma-separated host flavours."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in FLAVOURS]
+    if not names or bad:
+        raise argparse.ArgumentTypeError("%r: expected a comma-separated list of %s" % (text, ", ".join(FLAVOURS)))
+    return names
+
+
+def pyenv_python_dir(root, prefix):
+    """The newest pyenv installation of a version prefix (2.7 -> <root>/versions/2.7.18)."""
+    versions = sorted((p for p in (pathlib.Path(root) / "versions").glob(prefix + ".*")
+                       if (p / "bin" / "python").exists()),
+                      key=lambda p: [int(x) for x in p.name.split(".") if x.isdigit()])
+    if not versions:
+        raise RuntimeError("no Python %s under %s/versions (the EL flavours need pyenv's)" % (prefix, root))
+    return versions[-1]
+
+
+def assign_flavours(index, count, nodes, flavours):
+    """Cycle the flavours over the nodes and over the containers (EL7-like: nodes only)."""
+    node = is_node(index, count, nodes)
+    position = sum(1 for i in range(1, index) if is_node(i, count, nodes) == node)
+    usable = flavours if node else [f for f in flavours if f != "el7"] or ["debian"]
+    return usable[position % len(usable)]
+
+
+def make_flavour(upper, flavour, python_dir):
+    """Write what makes a host EL-like into its overlay upper dir (the shared rootfs stays Debian)."""
+    if flavour == "debian":
+        return None
+    etc = upper / "etc"
+    (etc / "rc.d").mkdir(parents=True, exist_ok=True)
+    (etc / "rc.d" / "rc.local").write_text(EL7_RC_LOCAL)
+    os.chmod(etc / "rc.d" / "rc.local", 0o644)
+    os.symlink("rc.d/rc.local", str(etc / "rc.local"))
+    (etc / "sysconfig").mkdir(exist_ok=True)
+    (upper / "usr" / "lib64").mkdir(parents=True, exist_ok=True)
+    interpreter = pathlib.Path(FLAVOUR_PYTHON[flavour][1].lstrip("/"))
+    (upper / interpreter.parent).mkdir(parents=True, exist_ok=True)
+    os.symlink(str(python_dir / "bin" / "python"), str(upper / interpreter))
+    if flavour == "el7":
+        # overlayfs whiteouts (0/0 character devices) hide Debian's Python 3 from this host.
+        bin_dir = upper / "usr" / "bin"
+        for python3 in ("python3", "python3.%d" % sys.version_info[1], "python3.11"):
+            if not (bin_dir / python3).exists():
+                os.mknod(str(bin_dir / python3), 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+    return "/" + str(interpreter)
 
 
 def fake_ksm_files():
@@ -255,7 +333,8 @@ def start_host(state, host):
     proc = subprocess.Popen(
         ["unshare", "--mount", "--uts", "--pid", "--fork", "--kill-child", "--propagation", "private",
          "/bin/bash", "-c", HOST_INIT, "fleet-init", str(hostdir), str(state_dir / "rootfs"),
-         host["name"], host["address"], "rw" if host["group"] == "ksm_nodes" else "ro"],
+         host["name"], host["address"], "rw" if host["group"] == "ksm_nodes" else "ro",
+         host.get("python_dir") or ""],
         stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True,
         close_fds=True)
     logfile.close()
@@ -328,7 +407,7 @@ def prepare_rootfs(rootfs, pubkey):
     os.chmod(rootfs / "tmp", 0o1777)
 
 
-def create_host(state_dir, index, count, nodes, network):
+def create_host(state_dir, index, count, nodes, network, flavours=("debian",), pyenv_root=None):
     name = host_name(index)
     hostdir = state_dir / "hosts" / name
     for sub in ("upper", "work", "root", "ksm"):
@@ -336,7 +415,15 @@ def create_host(state_dir, index, count, nodes, network):
     (hostdir / "upper" / "etc").mkdir()
     (hostdir / "upper" / "etc" / "hostname").write_text(name + "\n")
     reset_fake_ksm(hostdir / "ksm")
+    flavour = assign_flavours(index, count, nodes, list(flavours))
+    python_dir = None
+    if flavour != "debian":
+        python_dir = pyenv_python_dir(pyenv_root, FLAVOUR_PYTHON[flavour][0])
+    interpreter = make_flavour(hostdir / "upper", flavour, python_dir)
     return {
+        "flavour": flavour,
+        "python_dir": str(python_dir) if python_dir else None,
+        "interpreter": interpreter or "/usr/bin/python3",
         "name": name,
         "index": index,
         "address": host_address(index, network),
@@ -371,7 +458,7 @@ def cmd_up(args):
     started = time.monotonic()
     state_dir.mkdir(parents=True, exist_ok=True)
     state = {"state_dir": str(state_dir), "image": args.rootfs_image, "count": args.count,
-             "nodes": nodes, "network": args.network, "key": str(state_dir / "id_ed25519"),
+             "nodes": nodes, "network": args.network, "flavours": args.flavours, "key": str(state_dir / "id_ed25519"),
              "export_container": "%s-export-%d" % (PREFIX, os.getpid()), "hosts": []}
     save_state(state_dir, state)
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
@@ -385,7 +472,8 @@ def cmd_up(args):
         exported = time.monotonic()
         procs = {}
         for index in range(1, args.count + 1):
-            host = create_host(state_dir, index, args.count, nodes, args.network)
+            host = create_host(state_dir, index, args.count, nodes, args.network, args.flavours,
+                               args.pyenv_root)
             state["hosts"].append(host)
             procs[host["name"]] = start_host(state, host)
             save_state(state_dir, state)  # down can find every started host, even after a crash
@@ -468,6 +556,8 @@ def inventory_text(state):
             lines += [
                 "        %s:" % host["name"],
                 "          ansible_host: %s" % host["address"],
+                "          ansible_python_interpreter: %s" % host.get("interpreter", "/usr/bin/python3"),
+                "          samepage_fleet_flavour: %s" % host.get("flavour", "debian"),
                 "          samepage_fleet_ksm_dir: %s" % host["ksm_dir"],
                 "          samepage_fleet_upper: %s" % host["upper"],
             ]
@@ -551,6 +641,11 @@ def main(argv=None):
                     help="hosts listen on <network>.11, .12, ... (default %(default)s); another "
                          "loopback network lets two fleets run side by side")
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for every sshd")
+    up.add_argument("--flavours", type=flavour_list, default=["debian"],
+                    help="host flavours cycled over the nodes and the containers: debian, el7 (Python 2.7 "
+                         "only, EL rc.local symlink; nodes only), el8 (Python 3.6) (default: debian)")
+    up.add_argument("--pyenv-root", default=os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv"),
+                    help="where the EL flavours' Pythons come from (default: $PYENV_ROOT or ~/.pyenv)")
     down = sub.add_parser("down", help="stop every host and remove the state dir")
     down.add_argument("--state", default=DEFAULT_STATE)
     inv = sub.add_parser("inventory", help="print (or --output) the YAML inventory")
