@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Build the test images locally (no registry), skipping every image whose inputs did not change.
-#   tests/images/build.sh [NAME...]      NAME: base rpmbase systemd sysv fleet (default: all)
+#   tests/images/build.sh [NAME[:RELEASE]...]   NAME: as listed below (default: all, bookworm)
 #   tests/images/build.sh --list         print the image references
-# Images (all tagged :bookworm):
+# RELEASE (default bookworm) builds the same image on another Debian release, tagged :RELEASE:
+# bullseye, trixie (debootstrapped from the same mirror), and systemd:bookworm-backports
+# (systemd:bookworm + bookworm-backports' systemd, tests/images/systemd-backports).
+# Images (all tagged :bookworm unless a RELEASE is named):
 #   localhost/samepage-base      debootstrap --variant=minbase bookworm, imported
 #   localhost/samepage-rpmbase   + python3, rpm, dnf, the ksm_preload fixture repo preconfigured
 #   localhost/samepage-systemd   + systemd as PID 1, ksm-demo.service enabled
 #   localhost/samepage-sysv      + SysV init script ksm-demo, no systemd
 #   localhost/samepage-fleet     + openssh-server, sudo (rootfs for the SSH fleet harness)
+#   localhost/samepage-stack     sysv + MariaDB, Apache + mod_php, memcached (real services, SysV scripts)
+# rpmbase also holds the REAL ksm_preload-0.10-3.el6 RPM (tests/fixtures/build_real_rpm.sh) in a
+# second, disabled file:// repository, samepage-real (/srv/samepage-real-repo).
 # Cache rule: each image carries label io.samepage.inputs = sha256 over its Containerfile
 # directory, the fixture sources it copies, and its parent's label; equal label = no rebuild.
 # Environment: CONTAINERS_CONF (default tests/podman/containers.conf),
@@ -21,26 +27,42 @@ force=${SAMEPAGE_IMAGES_FORCE:-0}
 tag=bookworm
 label=io.samepage.inputs
 work=$root/build/images
-all=(base rpmbase systemd sysv fleet)
+all=(base rpmbase systemd sysv fleet stack)
 
 log() { printf '==> images: %s\n' "$*" >&2; }
 die() { printf 'images: %s\n' "$*" >&2; exit 1; }
-ref() { echo "localhost/samepage-$1:$tag"; }
+releases=(bullseye bookworm trixie)
+kind_of() { echo "${1%%:*}"; }
+release_of() { case "$1" in *:*) echo "${1#*:}" ;; *) echo "$tag" ;; esac; }
+ref() { echo "localhost/samepage-$(kind_of "$1"):$(release_of "$1")"; }
+# Directory under tests/images/ holding an image's Containerfile.
+image_dir() { case "$1" in systemd:bookworm-backports) echo systemd-backports ;; *) kind_of "$1" ;; esac; }
 
 parent() {
+  local rel suffix=""
+  rel=$(release_of "$1")
   case "$1" in
+    systemd:bookworm-backports) echo systemd; return ;;
+  esac
+  case " ${releases[*]} " in
+    *" $rel "*) ;;
+    *) die "unknown release '$rel' in '$1' (known: ${releases[*]}, and systemd:bookworm-backports)" ;;
+  esac
+  [ "$rel" = "$tag" ] || suffix=":$rel"
+  case "$(kind_of "$1")" in
     base) echo "" ;;
-    rpmbase) echo base ;;
-    systemd|sysv|fleet) echo rpmbase ;;
+    rpmbase) echo "base$suffix" ;;
+    systemd|sysv|fleet) echo "rpmbase$suffix" ;;
+    stack) echo "sysv$suffix" ;;
     *) die "unknown image '$1' (known: ${all[*]})" ;;
   esac
 }
 
 # Repository files (relative to the repo root) whose content goes into an image.
 inputs() {
-  echo "tests/images/$1"
-  case "$1" in
-    rpmbase) echo tests/fixtures/build_repo.sh; echo tests/fixtures/ksm_preload ;;
+  echo "tests/images/$(image_dir "$1")"
+  case "$(kind_of "$1")" in
+    rpmbase) echo tests/fixtures/build_repo.sh; echo tests/fixtures/ksm_preload; echo tests/fixtures/build_real_rpm.sh ;;
     systemd|sysv) echo tests/fixtures/demo ;;
   esac
 }
@@ -51,6 +73,8 @@ inputs_hash() {
   {
     echo "image=$name tag=$tag"
     [ -z "$up" ] || echo "parent=$(label_of "$up")"
+    # The real RPM's inputs live outside the repository: its cache key stands for them.
+    [ "$(kind_of "$name")" != rpmbase ] || echo "real=$(cat "$root/build/fixtures/real/inputs.sha256")"
     # shellcheck disable=SC2046
     (cd "$root" && find $(inputs "$name") -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
   } | sha256sum | cut -d' ' -f1
@@ -71,15 +95,22 @@ drop_old() {
 }
 
 stage() {
-  local name=$1 ctx=$work/ctx-$1
+  local name=$1 ctx=$work/ctx-${1/:/-} rel
+  rel=$(release_of "$name")
   rm -rf "$ctx"
   mkdir -p "$ctx"
-  cp -a "$here/$name/." "$ctx/"
-  case "$name" in
+  cp -a "$here/$(image_dir "$name")/." "$ctx/"
+  # The same Containerfile on another release: FROM the parent built on that release.
+  if [ "$rel" != "$tag" ] && [ "$(image_dir "$name")" = "$(kind_of "$name")" ]; then
+    sed -i "s|^FROM localhost/samepage-\([a-z0-9-]*\):$tag\$|FROM localhost/samepage-\1:$rel|" "$ctx/Containerfile"
+  fi
+  case "$(kind_of "$name")" in
     rpmbase)
       "$root/tests/fixtures/build_repo.sh" "$root/build/fixtures"
       cp -a "$root/build/fixtures/repo" "$ctx/samepage-repo"
       cp "$root/build/fixtures/samepage-fixtures.repo" "$ctx/"
+      cp -a "$root/build/fixtures/real/repo" "$ctx/samepage-real-repo"
+      cp "$root/build/fixtures/real/samepage-real.repo" "$ctx/"
       ;;
     systemd|sysv)
       # Host gcc: the host is Debian bookworm, so its glibc matches the images'.
@@ -92,18 +123,20 @@ stage() {
 }
 
 build_base() {
-  local hash=$1 rootfs=$work/base-rootfs
+  local hash=$1 name=$2 rootfs
+  rootfs=$work/base-rootfs-$(release_of "$2")
   # shellcheck source=base/debootstrap.conf disable=SC1091
   . "$here/base/debootstrap.conf"
+  [ "$(release_of "$name")" = "$tag" ] || SUITE=$(release_of "$name")
   rm -rf "$rootfs"
   mkdir -p "$rootfs"
   log "debootstrap --variant=$VARIANT $SUITE ($mirror)"
-  debootstrap --variant="$VARIANT" "$SUITE" "$rootfs" "$mirror" >"$work/base.log" 2>&1 \
-    || { tail -n 30 "$work/base.log" >&2; die "debootstrap failed (log: $work/base.log)"; }
+  debootstrap --variant="$VARIANT" "$SUITE" "$rootfs" "$mirror" >"$work/base-$SUITE.log" 2>&1 \
+    || { tail -n 30 "$work/base-$SUITE.log" >&2; die "debootstrap failed (log: $work/base-$SUITE.log)"; }
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*_Packages
-  log "podman import $(ref base)"
+  log "podman import $(ref "$name")"
   tar --numeric-owner -C "$rootfs" -c . \
-    | podman import -q --change "LABEL $label=$hash" --change 'CMD ["/bin/bash"]' - "$(ref base)" >/dev/null
+    | podman import -q --change "LABEL $label=$hash" --change 'CMD ["/bin/bash"]' - "$(ref "$name")" >/dev/null
   rm -rf "$rootfs"
 }
 
@@ -116,14 +149,14 @@ build_one() {
   fi
   old=$(image_id "$name")
   local start=$SECONDS
-  if [ "$name" = base ]; then
-    build_base "$hash"
+  if [ "$(kind_of "$name")" = base ]; then
+    build_base "$hash" "$name"
   else
     ctx=$(stage "$name")
     log "podman build $(ref "$name")"
     podman build --network=host --pull=never --layers=false --label "$label=$hash" \
-      -t "$(ref "$name")" -f "$ctx/Containerfile" "$ctx" >"$work/$name.log" 2>&1 \
-      || { tail -n 30 "$work/$name.log" >&2; die "podman build $name failed (log: $work/$name.log)"; }
+      -t "$(ref "$name")" -f "$ctx/Containerfile" "$ctx" >"$work/${name/:/-}.log" 2>&1 \
+      || { tail -n 30 "$work/${name/:/-}.log" >&2; die "podman build $name failed (log: $work/${name/:/-}.log)"; }
     rm -rf "$ctx"
   fi
   drop_old "$old" "$name"
@@ -151,11 +184,21 @@ main() {
   exec 9>"$work/.lock"
   flock 9
   # base and rpmbase in order; the leaf images in parallel (apt downloads overlap).
-  for name in base rpmbase; do
-    case "$want_set" in *" $name "*) build_one "$name" ;; esac
+  case "$want_set" in *" rpmbase"[\ :]*) "$root/tests/fixtures/build_real_rpm.sh" "$root/build/fixtures/real" ;; esac
+  # Other releases (NAME:RELEASE) in the same order: every base, every rpmbase, then the
+  # images on rpmbase in parallel, then the images built on those (stack, systemd backports).
+  local later=()
+  for name in $want_set; do
+    case "$(kind_of "$name")" in base) build_one "$name" ;; esac
   done
-  for name in systemd sysv fleet; do
-    case "$want_set" in *" $name "*) jobs+=("$name") ;; esac
+  for name in $want_set; do
+    case "$(kind_of "$name")" in rpmbase) build_one "$name" ;; esac
+  done
+  for name in $want_set; do
+    case "$(kind_of "$name")" in
+      base|rpmbase) ;;
+      *) case "$(kind_of "$(parent "$name")")" in rpmbase) jobs+=("$name") ;; *) later+=("$name") ;; esac ;;
+    esac
   done
   for name in "${jobs[@]}"; do
     build_one "$name" &
@@ -165,6 +208,7 @@ main() {
     wait "$pid" || failed=1
   done
   [ "$failed" = 0 ] || die "some images failed to build"
+  for name in "${later[@]}"; do build_one "$name"; done
 }
 
 main "$@"
