@@ -70,7 +70,8 @@ def test_playbooks_find_the_filter_by_its_fqcn(tmp_path):
     root = _pathlib.Path(__file__).resolve().parents[4]
     play = tmp_path / "play.yml"
     play.write_text("- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n"
-                    "        msg: \"{{ {'hn1': {'ksm': {'available': False, 'reason': 'none here'}}} | samepage.ksm.ksm_fleet_report('2026-11-26T12:00:00Z') }}\"\n")
+                    "        msg: \"{{ {'hn1': {'ksm': {'available': False, 'reason': 'none here'}}}"
+                    " | samepage.ksm.ksm_fleet_report('2026-11-26T12:00:00Z') }}\"\n")
     env = dict(_os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(root / "build" / "collections"))
     done = _subprocess.run([str(root / ".venv" / "bin" / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(play)],
                            cwd=str(tmp_path), env=env, capture_output=True, text=True, check=False)

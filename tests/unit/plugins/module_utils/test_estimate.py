@@ -1,4 +1,9 @@
 """_estimate on fake /proc trees: planted duplicates and zero pages, vanishing processes, unreadable memory, sampling."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
 import builtins
 import errno
 import json

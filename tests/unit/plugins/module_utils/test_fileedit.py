@@ -1,4 +1,9 @@
 """The shared managed-block editor: exact round trips and refusal of broken markers."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
 import pytest
 from hypothesis import given, strategies as st
 

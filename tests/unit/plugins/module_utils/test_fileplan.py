@@ -1,4 +1,9 @@
 """The file-plan layer: decide first, act whole, undo on failure, one diff shape, any bytes."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
 import errno
 import os
 import pathlib

@@ -1,4 +1,9 @@
 """_groups: cgroup paths of real engines -> container/unit/slice/host, names from state files, KSM use per group."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
 import json
 
 import pytest

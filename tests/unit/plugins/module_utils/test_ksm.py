@@ -1,4 +1,9 @@
 """Unit tests of plugins/module_utils/_ksm.py: knob table, parsing, validation, sysfs and meminfo I/O."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
 import errno
 import os
 

@@ -1,4 +1,9 @@
 """Pure text logic of ld_preload: validation, block placement, env file detection, systemd parsing."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
 import subprocess
 
 import pytest

@@ -1,4 +1,9 @@
 """_node_checks: the node probe against fake trees and a fake systemctl, and competing blockers."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
 import os
 
 import pytest

@@ -1,4 +1,9 @@
 """_optin probes: prctl on the running kernel for real; the MemoryKSM unit through fake commands."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
 import os
 
 import pytest

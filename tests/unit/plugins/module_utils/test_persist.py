@@ -1,4 +1,9 @@
 """Unit tests for _persist: validation, renderings, and the rc.local block editor."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
 import errno
 import os
 import pathlib

@@ -1,6 +1,11 @@
 """Every module's DOCUMENTATION, EXAMPLES and RETURN parse as YAML: ansible-doc needs them, and
 this fails in seconds where ansible-test sanity (validate-modules, which checks the details)
 takes minutes."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
 import ast
 import pathlib
 

@@ -1,4 +1,9 @@
 """samepage.ksm.ksm_estimate in-process: option validation before anything is read, a fake /proc tree read-only."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
 import sys
 import pathlib
 

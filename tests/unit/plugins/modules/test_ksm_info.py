@@ -1,4 +1,9 @@
 """samepage.ksm.ksm_info against fake sysfs and fake /proc trees."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
 import errno
 import gzip
 import os

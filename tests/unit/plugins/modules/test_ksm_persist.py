@@ -1,4 +1,9 @@
 """Unit tests for samepage.ksm.ksm_persist against temporary trees (rc.local, systemd and tmpfiles dirs)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
 import os
 import stat
 

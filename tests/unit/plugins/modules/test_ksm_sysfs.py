@@ -1,4 +1,9 @@
 """Unit tests of samepage.ksm.ksm_sysfs against temporary trees laid out like /sys/kernel/mm/ksm."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
 import errno
 import os
 

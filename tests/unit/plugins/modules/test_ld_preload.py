@@ -3,6 +3,11 @@
 The edited scripts are executed with /bin/sh to prove what the service would really get in its
 environment, not only what the file looks like.
 """
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
 import atexit
 import os
 import shutil

@@ -1,5 +1,10 @@
 """ld_preload on start paths that drop the environment, shared env files, named blocks, the prctl
 launcher, non-UTF-8 bytes and strict input checks. Temporary trees laid out like /etc."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
 import os
 import stat
 import subprocess
