@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Accuracy and cost of the KSM savings estimate (module_utils/_estimate), against what KSM really merges.
 
-    .venv/bin/python benchmarks/estimate_accuracy.py [--mib 64] [--procs 4] [--cost-mib 2048] [--skip-containers]
+    .venv/bin/python benchmarks/estimate_accuracy.py [--mib 128] [--procs 4] [--cost-mib 2048] [--skip-containers]
+        [--only identical,partial,unique,zero,containers] [--skip-cost]
 
 Workloads with a known duplicate structure (tests/tools/estimate_worker.py: every process
 opts in to KSM with prctl(PR_SET_MEMORY_MERGE) before it fills private anonymous memory):
@@ -222,6 +223,8 @@ def main():
     parser.add_argument("--procs", type=int, default=4)
     parser.add_argument("--cost-mib", type=int, default=2048, help="MiB of candidates in the cost run")
     parser.add_argument("--skip-containers", action="store_true")
+    parser.add_argument("--only", help="comma-separated workload names to run (identical, partial, unique, zero, containers)")
+    parser.add_argument("--skip-cost", action="store_true")
     args = parser.parse_args()
     if not os.access(SYSFS / "run", os.W_OK) or not os.access("/proc/kpageflags", os.R_OK):
         raise SystemExit("needs root on a KSM kernel (%s writable, /proc/kpageflags readable)" % SYSFS)
@@ -234,6 +237,9 @@ def main():
     ]
     if not args.skip_containers:
         workloads.append(("containers (podman)", 3, args.mib, 0.5, 0.25, 0, True))
+    if args.only:
+        wanted = set(args.only.split(","))
+        workloads = [w for w in workloads if w[0].split()[0].rstrip(",") in wanted]
     rows = []
     started = time.monotonic()
     with open(LOCK, "a") as lock:
@@ -244,7 +250,7 @@ def main():
             for spec in workloads:
                 rows.extend(accuracy(*spec))
                 print("  %-24s done (%.0f s)" % (spec[0], time.monotonic() - started), flush=True)
-            best, runs = cost(args.cost_mib, args.procs)
+            best, runs = cost(args.cost_mib, args.procs) if not args.skip_cost else (None, [])
         finally:
             ksm_knobs.restore(saved_knobs)
     print()
@@ -275,6 +281,8 @@ def main():
             print("| %s | %s | %s | %d | %.1f | %.2f |" % (
                 group["kind"], group["name"] or group["id"][:12], group["runtime"], group["processes"],
                 group["scanned_pages"] * PAGE / 2**20, group["saving_mib"]))
+    if not runs:
+        return 0
     print()
     print("Cost of one default estimate over %d MiB of candidates (%d processes; best of %d runs):"
           % (args.cost_mib, args.procs, len(runs)))
