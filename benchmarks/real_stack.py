@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = "localhost/samepage-stack:bookworm"
@@ -346,11 +347,14 @@ def wait_healthy(names, timeout=180):
         raise RuntimeError("services did not come up in %s" % pending)
 
 
+def parallel(func, names):
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        return list(pool.map(func, names))
+
+
 def warm(names):
-    for name in names:
-        podman("exec", "-i", name, "mariadb", input=WARM_SQL)
-    for name in names:
-        podman("exec", name, "python3", "-c", WARM_PY)
+    parallel(lambda name: podman("exec", "-i", name, "mariadb", input=WARM_SQL), names)
+    parallel(lambda name: podman("exec", name, "python3", "-c", WARM_PY), names)
 
 
 def health(names):
@@ -392,8 +396,8 @@ def memory(names):
 
 
 def start(names, real_repo):
+    podman("rm", "-f", "-t", "0", *names, check=False)
     for name in names:
-        podman("rm", "-f", "-t", "0", name, check=False)
         podman("run", "-d", "--name", name, "--hostname", name, IMAGE)
     for name in names:
         if real_repo:
@@ -406,10 +410,14 @@ def start(names, real_repo):
 def one_run(args, mechanism, profile, kernel, workdir):
     names = ["%s-%s-%d" % (PREFIX, mechanism, i) for i in range(args.n)]
     result = {"mechanism": mechanism, "n": args.n, "profile": profile}
+    if mechanism == "memoryksm" and "systemd" not in IMAGE:
+        raise RuntimeError("not measured: the stack containers boot SysV init scripts; MemoryKSM needs systemd as"
+                           " PID 1 (>= 256, where ksm_optin_info's transient unit proves it)")
     try:
         log("%s: starting %d containers" % (mechanism, args.n))
         t0 = time.time()
         start(names, real_repo=True)
+        log("%s: warming (rows, pages, cache) after %.0f s" % (mechanism, time.time() - t0))
         warm(names)
         if mechanism != "control":
             log("%s: container role" % mechanism)
@@ -421,8 +429,8 @@ def one_run(args, mechanism, profile, kernel, workdir):
         else:
             result["optin"] = "none"
         # Reboot: every service starts through its init script with its opt-in.
-        for name in names:
-            podman("restart", "-t", "10", name)
+        log("%s: rebooting the containers after %.0f s" % (mechanism, time.time() - t0))
+        podman("restart", "-t", "10", *names)
         wait_healthy(names)
         warm(names)
         result["setup_seconds"] = round(time.time() - t0, 1)
@@ -472,7 +480,7 @@ def one_run(args, mechanism, profile, kernel, workdir):
                                        "rss_mib": round(v["rss"] / MIB, 1)} for svc, v in per_service.items()}
         result["saved_pct_rss"] = round(100.0 * result["saved_mib"] / result["rss_mib"], 1) if result["rss_mib"] else 0
         result["saved_pct_pss"] = round(100.0 * result["saved_mib"] / result["pss_mib"], 1) if result["pss_mib"] else 0
-        log("%s: counting duplicate pages of %d processes" % (mechanism, len(pids)))
+        log("%s: counting duplicate pages of %d processes after %.0f s of sampling" % (mechanism, len(pids), result["seconds"]))
         limit = duplicate_limit(pids)
         result["duplicate_limit_mib"] = round(limit["limit_pages"] * PAGE / MIB, 1)
         result["limit_fraction_pct"] = round(100.0 * last["pages_sharing"] / limit["limit_pages"], 1) if limit["limit_pages"] else 0
@@ -481,8 +489,13 @@ def one_run(args, mechanism, profile, kernel, workdir):
         return result
     finally:
         kernel.unmerge()
-        for name in names:
-            podman("rm", "-f", "-t", "0", name, check=False)
+        podman("rm", "-f", "-t", "0", *names, check=False)
+
+
+def save(path, results):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump(results, handle, indent=1)
 
 
 def table(results):
@@ -536,11 +549,10 @@ def main():
                     log("%s failed: %s" % (mechanism, exc))
                     results.append({"mechanism": mechanism, "n": args.n, "profile": profile, "error": str(exc)})
                 log("%s took %.0f s" % (mechanism, time.time() - t0))
+                save(args.out, results)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(results, handle, indent=1)
+    save(args.out, results)
     print(table(results))
     print("total %.0f s; details: %s" % (time.time() - t_all, args.out))
     if args.ci:
