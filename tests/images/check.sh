@@ -5,7 +5,8 @@
 # fetch ksm_preload download-only (dnf install --downloadonly and dnf download) from
 # file:///srv/samepage-repo, install it with rpm -i --nodeps, check the dependency RPM is NOT
 # installed, restart ksm-demo with LD_PRELOAD and read /proc/<host pid>/ksm_stat from the host.
-# For the fleet image: sshd config test, python3 and sudo present.
+# For the fleet image: sshd config test, python3 and sudo present. For the stack image: the real
+# services start, and the real ksm_preload RPM installs alone (see stack()).
 # Never touches /sys/kernel/mm/ksm (ksm_stat is per process). Removes every container it starts.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -104,7 +105,36 @@ fleet() {
   ok "fleet: sshd config valid, sudo python3 dnf rpm ip present"
 }
 
+# The stack image: Debian's MariaDB, Apache and memcached start at "boot" through their own init
+# scripts; the REAL ksm_preload RPM comes from the samepage-real repository by dnf download
+# alone (dnf's download-only install cannot resolve its Requires in a container) and rpm -i
+# --nodeps installs it and nothing else.
+stack() {
+  local c=$prefix-stack
+  started+=("$c")
+  podman run -d --name "$c" localhost/samepage-stack:bookworm >/dev/null
+  podman exec "$c" sh -c 'for i in $(seq 300); do [ -s /run/mysqld/mysqld.pid ] && [ -s /run/apache2/apache2.pid ] && [ -s /run/memcached.pid ] && exit 0; sleep 0.2; done; exit 1' \
+    || fail "$c: MariaDB, Apache or memcached not started at boot"
+  ok "$c: mariadb, apache2 and memcached started by their init scripts"
+  podman exec "$c" sh -ec '
+    sed -i "s/^enabled=.*/enabled=0/" /etc/yum.repos.d/samepage-fixtures.repo
+    sed -i "s/^enabled=.*/enabled=1/" /etc/yum.repos.d/samepage-real.repo
+    rpm -qa | sort >/tmp/before
+    ! dnf install -y -q --downloadonly --downloaddir=/tmp/dl ksm_preload >/tmp/dl.log 2>&1
+    grep -q "nothing provides kernel >= 2.6.32" /tmp/dl.log
+    mkdir -p /tmp/dl2 && cd /tmp/dl2 && dnf download -q ksm_preload >/dev/null 2>&1
+    test -f /tmp/dl2/ksm_preload-0.10-3.el6.x86_64.rpm
+    rpm -i --nodeps /tmp/dl2/ksm_preload-0.10-3.el6.x86_64.rpm 2>/dev/null
+    rpm -qa | sort >/tmp/after
+    test "$(comm -13 /tmp/before /tmp/after)" = ksm_preload-0.10-3.el6.x86_64
+    test "$(readlink -f /usr/lib64/libksm_preload.so)" = /usr/lib64/libksm_preload.so.0.0.0' \
+    || fail "$c: the real RPM by dnf download + rpm -i --nodeps"
+  ok "$c: real ksm_preload-0.10-3.el6: download-only install fails on its Requires, dnf download + rpm -i --nodeps installs it alone"
+  podman stop "$c" >/dev/null
+}
+
 sysv
 systemd
 fleet
+stack
 echo "all image checks passed"
