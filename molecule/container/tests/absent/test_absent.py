@@ -1,4 +1,6 @@
-"""After state absent (with the package): nothing of ours is left and the services run without it."""
+"""After state absent (with the package): nothing of ours is left and the services run without it.
+
+Library: the fixture RPM, removed."""
 BEGIN = "# BEGIN samepage.ksm"
 DROPIN_DIR = "/etc/systemd/system/ksm-demo.service.d"
 LIBRARY = "/usr/lib64/libksm_preload.so"

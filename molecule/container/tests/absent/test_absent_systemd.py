@@ -1,4 +1,6 @@
-"""After state absent, systemd no longer hands LD_PRELOAD to the demo unit."""
+"""After state absent, systemd no longer hands LD_PRELOAD to the demo unit.
+
+Library: the fixture RPM, removed."""
 SERVICE = "ksm-demo"
 
 testinfra_hosts = ["podman://samepage-container-systemd"]

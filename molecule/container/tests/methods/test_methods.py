@@ -1,4 +1,6 @@
-"""After the air-gapped installs (file on the SysV container, url on the systemd one)."""
+"""After the air-gapped installs (file on the SysV container, url on the systemd one).
+
+Library: the fixture RPM (prctl in its constructor)."""
 DEPENDENCY = "ksm_preload-dependency-stream"
 LIBRARY = "/usr/lib64/libksm_preload.so"
 PACKAGE = "ksm_preload"

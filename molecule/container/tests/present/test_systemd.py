@@ -1,4 +1,6 @@
-"""systemd container: a drop-in sets LD_PRELOAD, the unit's main process carries it."""
+"""systemd container: a drop-in sets LD_PRELOAD, the unit's main process carries it.
+
+Library: the fixture (prctl in its constructor)."""
 import re
 
 BEGIN = "# BEGIN samepage.ksm LD_PRELOAD"

@@ -1,4 +1,6 @@
-"""SysV container: one managed block right after the init script's PATH export."""
+"""SysV container: one managed block right after the init script's PATH export.
+
+Library: the fixture (prctl in its constructor)."""
 BEGIN = "# BEGIN samepage.ksm LD_PRELOAD"
 END = "# END samepage.ksm LD_PRELOAD"
 INIT_SCRIPT = "/etc/init.d/ksm-demo"

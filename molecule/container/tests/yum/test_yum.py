@@ -1,4 +1,6 @@
-"""After the yum branch on the SysV container: yum --downloadonly fetched, rpm -i --nodeps installed."""
+"""After the yum branch on the SysV container: yum --downloadonly fetched, rpm -i --nodeps installed.
+
+Library: the fixture RPM (prctl in its constructor)."""
 DEPENDENCY = "ksm_preload-dependency-stream"
 LIBRARY = "/usr/lib64/libksm_preload.so"
 PACKAGE = "ksm_preload"
