@@ -404,8 +404,9 @@ class Planner(object):
         if os.path.basename(interpreter) == 'env' and len(words) > 1:
             words = words[1:]
         if os.path.basename(words[0]) not in SHELLS:
-            raise LdPreloadError('%s is run by %s, not a shell this module knows (%s); use method=systemd or '
-                                 'memoryksm' % (target.script, words[0], ', '.join(SHELLS)))
+            raise LdPreloadError('%s is run by %s, not a shell this module knows (%s), so it cannot be re-executed '
+                                 'under the launcher; use method=sysv (LD_PRELOAD), or method=memoryksm or systemd '
+                                 'where systemd runs the service' % (target.script, words[0], ', '.join(SHELLS)))
         outside = remove_our_block(before, self.base, legacy=True)
         start = remove_our_block(before, self.base, kinds=('LD_PRELOAD',), legacy=True)
         block = render(prctl_block_body(self.launcher, words), self.base, 'PRCTL')

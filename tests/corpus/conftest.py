@@ -65,6 +65,9 @@ def results():
         with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
             STATE["results"] = dict(zip(STATE["scripts"], pool.map(run_one, STATE["scripts"])))
         STATE["run_s"] = time.monotonic() - started
+        os.makedirs(os.path.join(ROOT, "build"), exist_ok=True)
+        with open(os.path.join(ROOT, "build", "corpus-results.json"), "w") as handle:
+            json.dump(STATE["results"], handle, indent=1)
     return STATE["results"]
 
 

@@ -31,7 +31,10 @@ PROBES = "/run/corpus-probe"
 UPPER = "/run/corpus-upper"
 # Paths under the upper layer that the machinery itself writes (Python caches, module temp dirs).
 NOISE = ("root/.ansible/", "root/.cache/")
-START_TIMEOUT = float(os.environ.get("CORPUS_START_TIMEOUT", "12"))
+START_TIMEOUT = float(os.environ.get("CORPUS_START_TIMEOUT", "30"))
+# A script whose untouched start hung without ever reaching a daemon gets this much afterwards.
+HUNG_TIMEOUT = float(os.environ.get("CORPUS_HUNG_TIMEOUT", "6"))
+TIMEOUT = {}
 SETTLE = float(os.environ.get("CORPUS_SETTLE", "1.5"))
 
 
@@ -150,7 +153,7 @@ def _daemon_started():
     return False
 
 
-def start(name):
+def start(name, timeout=None):
     """Start the service as `service NAME start` does; the probes' records of what its daemons got.
 
     The start ends when the script returns, or SETTLE seconds after a daemon start was recorded
@@ -163,7 +166,7 @@ def start(name):
                "LANG=C", "/bin/sh", "-c", LINGER, "/etc/init.d/%s" % name]
     with open("/tmp/corpus-start.out", "w+b") as output:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=output)
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + (timeout or START_TIMEOUT)
         seen = None
         while proc.poll() is None and time.monotonic() < deadline:
             if seen is None and _daemon_started():
@@ -245,7 +248,7 @@ def run_method(name, out, method, extra):
     out["syntax"] = syntax_ok(files)
     again = module(name, method=method, **extra)
     out["idempotent"] = not again.get("failed") and not again.get("changed")
-    out["start"] = start(name)
+    out["start"] = start(name, TIMEOUT.get("later"))
     absent = module(name, state="absent", method=method, **extra)
     out["absent_ok"] = not absent.get("failed") and absent.get("changed") == bool(files)
     out["absent_msg"] = absent.get("msg")
@@ -271,6 +274,9 @@ def main():
                 if os.path.isfile(path):
                     ORIGINALS[path] = snapshot(path)
     result["control"] = start(name)
+    control = result["control"]
+    if control["cut"] and not control["records"]:
+        TIMEOUT["later"] = HUNG_TIMEOUT
     result["auto"] = {}
     run_method(name, result["auto"], "auto", {})
     result["envfile"] = {}
