@@ -6,7 +6,7 @@ testinfra_hosts = ["podman://samepage-container-sysv", "podman://samepage-contai
 
 @pytest.fixture
 def name(host):
-    return host.check_output("hostname")
+    return host.backend.name
 
 
 def test_fragile_unit_rolled_back_and_running(host, name):
