@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Write the knob option lists that documentation and role specs need, from the one table.
 
 The KSM knobs are spelled once, in plugins/module_utils/_ksm.py (KNOBS). Ansible wants them

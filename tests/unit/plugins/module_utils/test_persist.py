@@ -371,7 +371,8 @@ def etc(tmp_path):
     return root
 
 
-def plan_boot(etc, backend, settings=SETTINGS, boost=None, seconds=600, rc_local=None):
+def plan_boot(etc, backend, settings=None, boost=None, seconds=600, rc_local=None):
+    settings = SETTINGS if settings is None else settings
     boot, relax, errors = validate(settings, boost, backend=backend or "rc_local", state="present" if backend else "absent",
                                    boost_seconds=seconds)
     assert errors == []
