@@ -32,4 +32,3 @@ def test_documentation_blocks_parse(path):
     examples = yaml.safe_load(found["EXAMPLES"])
     assert examples and all("name" in task for task in examples)
     assert yaml.safe_load(found["RETURN"]) is not None
-
