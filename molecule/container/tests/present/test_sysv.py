@@ -1,8 +1,8 @@
 """SysV container: one managed block right after the init script's PATH export.
 
 Library: the fixture (prctl in its constructor)."""
-BEGIN = "# BEGIN samepage.ksm LD_PRELOAD"
-END = "# END samepage.ksm LD_PRELOAD"
+BEGIN = "# BEGIN samepage.ksm LD_PRELOAD ksm-demo"
+END = "# END samepage.ksm LD_PRELOAD ksm-demo"
 INIT_SCRIPT = "/etc/init.d/ksm-demo"
 LIBRARY = "/usr/lib64/libksm_preload.so"
 
