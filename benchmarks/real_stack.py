@@ -24,7 +24,7 @@ ksm_stat, ksmd CPU. Steady state: general_profit stays within 2 % for 30 s. At t
 physical limit, i.e. how many of the services' private anonymous present pages are duplicates
 (content hash of every page through /proc/PID/pagemap + /proc/PID/mem), every service's health
 (a query answers, a page serves, memcached answers), then the knobs are put back and the
-containers removed. Prints one table; writes build/results/real_stack.json.
+containers removed. Prints one table; writes build/results/real_stack.json (--ci: real_stack_ci.json).
 
 --ci: N=4, control + what auto picks, shorter sampling; asserts that the chosen mechanism is in
 effect in every service (the real library in the maps of MariaDB when preload), that merging on
@@ -49,6 +49,7 @@ IMAGE = "localhost/samepage-stack:bookworm"
 SYSFS = "/sys/kernel/mm/ksm"
 LOCK = "/run/lock/samepage-ksm-kernel.lock"
 PREFIX = "samepage-stack-bench"
+DEFAULT_OUT = os.path.join(ROOT, "build/results/real_stack.json")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1048576.0
 SERVICES = ["mariadb", "apache2", "memcached"]
@@ -539,10 +540,12 @@ def main():
     parser.add_argument("--extra", type=float, default=0, help="sampling after the steady state")
     parser.add_argument("--interval", type=float, default=5)
     parser.add_argument("--ci", action="store_true")
-    parser.add_argument("--out", default=os.path.join(ROOT, "build/results/real_stack.json"))
+    parser.add_argument("--out", default=DEFAULT_OUT)
     args = parser.parse_args()
     if args.ci:
         args.n, args.mechanisms, args.seconds, args.control_seconds = 4, "control,auto", 150, 30
+        if args.out == DEFAULT_OUT:
+            args.out = os.path.join(ROOT, "build/results/real_stack_ci.json")
     if os.geteuid() != 0:
         sys.exit("real_stack: needs root (podman, /proc/PID/pagemap, the kernel's KSM knobs)")
     if podman("image", "exists", IMAGE, check=False).returncode != 0:
