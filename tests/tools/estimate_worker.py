@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """A process with a known duplicate structure, for the KSM estimate's tests and benchmark.
 
     estimate_worker.py MIB SHARED ZERO SEED
