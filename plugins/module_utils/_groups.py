@@ -25,6 +25,8 @@ import json
 import os
 import re
 
+from ansible_collections.samepage.ksm.plugins.module_utils._ksm_info import _read_text, pid_dirs
+
 # Most specific first. Each pattern sees one path component.
 _CONTAINER_COMPONENTS = (
     (re.compile(r'\Alibpod-(?!conmon-)([0-9a-f]{12,64})(?:\.scope)?\Z'), 'podman'),
@@ -128,11 +130,6 @@ def classify(entries):
         if unit:
             return {'kind': unit[0], 'id': unit[1], 'name': unit[1], 'runtime': 'systemd'}
     return {'kind': 'host', 'id': paths[0] if paths else '/', 'name': None, 'runtime': None}
-
-
-def _read_text(path):
-    with open(path, 'rb') as handle:
-        return handle.read().decode('utf-8', 'replace')
 
 
 def process_group(proc_path, pid):
@@ -247,13 +244,6 @@ def _read_ksm_stat(proc_path, pid):
     return (merging, None) if merging else None
 
 
-def _pids(proc_path):
-    try:
-        return sorted(int(name) for name in os.listdir(proc_path) if name.isdigit())
-    except (IOError, OSError):
-        return []
-
-
 def _sort_key(entry, page_size):
     profit = entry['profit_bytes']
     if profit is None:
@@ -272,7 +262,7 @@ def top_groups(proc_path, limit, page_size, root='/'):
         return [], 0
     groups = {}
     denied = 0
-    for pid in _pids(proc_path):
+    for pid in pid_dirs(proc_path):
         try:
             usage = _read_ksm_stat(proc_path, pid)
             if usage is None:

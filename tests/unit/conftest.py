@@ -118,3 +118,27 @@ def fake_sysfs(tmp_path):
     for name, value in DEFAULT_KNOBS.items():
         (root / name).write_text(value + "\n")
     return root
+
+
+@pytest.fixture
+def old_target(tmp_path):
+    """old_target(version) -> (pyenv's Python VERSION, a lib dir holding the module_utils).
+
+    Python 2 has no namespace packages, so the collection's module_utils are laid out with
+    __init__.py files, as Ansible's module payload does on a target; the caller puts the lib dir
+    on sys.path of the old interpreter.
+    """
+    lib = tmp_path / "lib"
+    pkg = lib / "ansible_collections" / "samepage" / "ksm" / "plugins" / "module_utils"
+    pkg.mkdir(parents=True)
+    for level in [pkg] + list(pkg.parents)[:4]:
+        (level / "__init__.py").write_text("")
+    for source in (ROOT / "plugins" / "module_utils").glob("_*.py"):
+        (pkg / source.name).write_bytes(source.read_bytes())
+
+    def find(version):
+        python = pathlib.Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions" / version / "bin" / "python"
+        assert python.exists(), "pyenv's Python %s is part of this machine kind (TESTBED.md); missing: %s" % (version, python)
+        return python, lib
+
+    return find

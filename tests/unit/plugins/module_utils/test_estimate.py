@@ -8,8 +8,6 @@ import builtins
 import errno
 import json
 import math
-import os
-import pathlib
 import random
 import struct
 import subprocess
@@ -258,19 +256,9 @@ def test_kpageflags_tells_a_merged_zero_page_from_the_kernel_zero_page(proc):
 
 
 @pytest.mark.parametrize("version", ["2.7.18", "3.6.15"])
-def test_runs_on_old_target_interpreters(tmp_path, proc, version):
+def test_runs_on_old_target_interpreters(tmp_path, proc, old_target, version):
     """The whole estimate (and the group attribution) on the Pythons of EL7 and EL8, on a fake /proc."""
-    root = pathlib.Path(__file__).resolve().parents[4]
-    python = pathlib.Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions" / version / "bin" / "python"
-    assert python.exists(), "pyenv's Python %s is part of this machine kind (TESTBED.md); missing: %s" % (version, python)
-    # Python 2 has no namespace packages: lay the module_utils out with __init__.py files, as
-    # Ansible's module payload does on a target.
-    pkg = tmp_path / "lib" / "ansible_collections" / "samepage" / "ksm" / "plugins" / "module_utils"
-    pkg.mkdir(parents=True)
-    for level in [pkg] + list(pkg.parents)[:4]:
-        (level / "__init__.py").write_text("")
-    for name in ("_estimate.py", "_groups.py"):
-        (pkg / name).write_bytes((root / "plugins" / "module_utils" / name).read_bytes())
+    python, lib = old_target(version)
     plant(proc, 100, anon("X", "Y", None, "U1") + [(None, PRESENT)], cgroup="0::/libpod_parent/libpod-%s\n" % ("ef" * 32))
     plant(proc, 200, anon("X", "Y", "X", None) + [("S", PRESENT | FILE | EXCL)])
     code = (
@@ -280,7 +268,7 @@ def test_runs_on_old_target_interpreters(tmp_path, proc, version):
         "c, d = e.find_candidates(%r, e.Selector())\n"
         "r = e.estimate(c, proc_path=%r, use_zero_pages=True, size=4096, max_entries=16)\n"
         "print(json.dumps(r))\n"
-    ) % (str(tmp_path / "lib"), str(proc), str(proc))
+    ) % (str(lib), str(proc), str(proc))
     out = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True).stdout
     result = json.loads(out)
     assert result["saving_pages"] == 2 + 1 + 2 and result["zero_pages"] == 2 and result["shared_zero_pages"] == 1

@@ -6,14 +6,11 @@ __metaclass__ = type
 
 import errno
 import os
-import pathlib
 import subprocess
 
 import pytest
 
 from ansible_collections.samepage.ksm.plugins.module_utils import _fileplan as fp
-
-ROOT = pathlib.Path(__file__).resolve().parents[4]
 
 
 class FakeModule:
@@ -172,18 +169,9 @@ def test_reading_a_directory_is_a_clear_error(tmp_path, plan):
 
 
 @pytest.mark.parametrize("version", ["2.7.18", "3.6.15"])
-def test_runs_on_old_target_interpreters(tmp_path, version):
+def test_runs_on_old_target_interpreters(tmp_path, old_target, version):
     """The plan, the raw text and the escaped diff on the Pythons of EL7 and EL8, for real."""
-    python = pathlib.Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions" / version / "bin" / "python"
-    assert python.exists(), "pyenv's Python %s is part of this machine kind (TESTBED.md); missing: %s" % (version, python)
-    # Python 2 has no namespace packages: lay the module_utils out with __init__.py files, as
-    # Ansible's module payload does on a target.
-    pkg = tmp_path / "lib" / "ansible_collections" / "samepage" / "ksm" / "plugins" / "module_utils"
-    pkg.mkdir(parents=True)
-    for level in [pkg] + list(pkg.parents)[:4]:
-        (level / "__init__.py").write_text("")
-    for name in ("_fileplan.py", "_ksm.py"):
-        (pkg / name).write_bytes((ROOT / "plugins" / "module_utils" / name).read_bytes())
+    python, lib = old_target(version)
     path = tmp_path / "script"
     path.write_bytes(b"\xff\xfe old\n")
     code = (
@@ -196,6 +184,6 @@ def test_runs_on_old_target_interpreters(tmp_path, version):
         "d = p.diff()[0]\n"
         "assert d['before'] == u'\\\\xff\\\\xfe old\\n', repr(d['before'])\n"
         "p.apply()\n"
-    ) % (str(tmp_path / "lib"), str(path), str(path))
+    ) % (str(lib), str(path), str(path))
     subprocess.run([str(python), "-c", code], check=True)
     assert path.read_bytes() == b"\xff\xfe old\nnew\n"

@@ -6,7 +6,6 @@ __metaclass__ = type
 
 import errno
 import os
-import pathlib
 import re
 import subprocess
 
@@ -460,20 +459,10 @@ def test_undecodable_bytes_in_rc_local_survive_and_show_escaped(etc):
     assert rc_local.read_bytes() == data
 
 
-ROOT = pathlib.Path(__file__).resolve().parents[4]
-
-
 @pytest.mark.parametrize("version", ["2.7.18", "3.6.15"])
-def test_planner_runs_on_old_target_interpreters(tmp_path, version):
+def test_planner_runs_on_old_target_interpreters(tmp_path, old_target, version):
     """rc.local with non-UTF-8 bytes, planned, diffed and written on the Pythons of EL7 and EL8."""
-    python = pathlib.Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions" / version / "bin" / "python"
-    assert python.exists(), "pyenv's Python %s is part of this machine kind (TESTBED.md); missing: %s" % (version, python)
-    pkg = tmp_path / "lib" / "ansible_collections" / "samepage" / "ksm" / "plugins" / "module_utils"
-    pkg.mkdir(parents=True)
-    for level in [pkg] + list(pkg.parents)[:4]:
-        (level / "__init__.py").write_text("")
-    for name in ("_fileplan.py", "_ksm.py", "_persist.py", "_fileedit.py"):
-        (pkg / name).write_bytes((ROOT / "plugins" / "module_utils" / name).read_bytes())
+    python, lib = old_target(version)
     rc_local = tmp_path / "rc.local"
     rc_local.write_bytes(b"#!/bin/sh\n# \xff\xfe\ncase x in\n  *) exit 1 ;;\nesac\nexit 0;\n")
     os.chmod(str(rc_local), 0o644)
@@ -488,7 +477,7 @@ def test_planner_runs_on_old_target_interpreters(tmp_path, version):
         "d = p.diff()[0]\n"
         "assert u'# \\\\xff\\\\xfe' in d['after'], repr(d['after'])\n"
         "p.apply()\n"
-    ) % (str(tmp_path / "lib"), str(rc_local), str(tmp_path / "nosystemd"), str(tmp_path / "notmpfiles"))
+    ) % (str(lib), str(rc_local), str(tmp_path / "nosystemd"), str(tmp_path / "notmpfiles"))
     subprocess.run([str(python), "-c", code], check=True)
     text = rc_local.read_bytes()
     assert text.startswith(b"#!/bin/sh\n# \xff\xfe\ncase x in\n  *) exit 1 ;;\nesac\n# BEGIN samepage.ksm")
