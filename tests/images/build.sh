@@ -73,8 +73,9 @@ inputs_hash() {
   {
     echo "image=$name tag=$tag"
     [ -z "$up" ] || echo "parent=$(label_of "$up")"
-    # The real RPM's inputs live outside the repository: its cache key stands for them.
-    [ "$(kind_of "$name")" != rpmbase ] || echo "real=$(cat "$root/build/fixtures/real/inputs.sha256")"
+    # The real RPM is built outside the repository's files: the image is keyed on the RPM itself
+    # (what goes into it), so a rebuilt RPM that differs can never hide behind a cached image.
+    [ "$(kind_of "$name")" != rpmbase ] || echo "real=$(sha256sum <"$root/build/fixtures/real/ksm_preload-0.10-3.el6.x86_64.rpm")"
     # shellcheck disable=SC2046
     (cd "$root" && find $(inputs "$name") -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
   } | sha256sum | cut -d' ' -f1

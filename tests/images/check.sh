@@ -15,9 +15,12 @@ export CONTAINERS_CONF=${CONTAINERS_CONF:-$root/tests/podman/containers.conf}
 prefix=samepage-images-check-$$
 started=()
 
+started_dirs=()
+
 cleanup() {
   local c
   for c in "${started[@]}"; do podman rm -f -t 0 "$c" >/dev/null 2>&1 || true; done
+  for c in "${started_dirs[@]}"; do rm -rf "$c"; done
 }
 trap cleanup EXIT
 
@@ -130,11 +133,30 @@ stack() {
     test "$(readlink -f /usr/lib64/libksm_preload.so)" = /usr/lib64/libksm_preload.so.0.0.0' \
     || fail "$c: the real RPM by dnf download + rpm -i --nodeps"
   ok "$c: real ksm_preload-0.10-3.el6: download-only install fails on its Requires, dnf download + rpm -i --nodeps installs it alone"
+  # The image holds this checkout's build of the package, not a build cached from another one.
+  local rpm=ksm_preload-0.10-3.el6.x86_64.rpm in_image here_built
+  in_image=$(podman exec "$c" sha256sum "/srv/samepage-real-repo/$rpm" | cut -d' ' -f1)
+  here_built=$(sha256sum <"$root/build/fixtures/real/$rpm" | cut -d' ' -f1)
+  [ "$in_image" = "$here_built" ] || fail "$c: its $rpm ($in_image) is not build/fixtures/real's ($here_built)"
+  ok "$c: its $rpm is build/fixtures/real's (sha256 $here_built)"
   podman stop "$c" >/dev/null
+}
+
+# The real RPM builds reproducibly: a second build elsewhere gives the same bytes, so images
+# keyed on it stay valid when a fresh clone rebuilds it.
+reproducible() {
+  local rpm=ksm_preload-0.10-3.el6.x86_64.rpm again
+  again=$(mktemp -d "${TMPDIR:-/tmp}/samepage-real-again.XXXXXX")
+  started_dirs+=("$again")
+  "$root/tests/fixtures/build_real_rpm.sh" "$again" 2>/dev/null || fail "build_real_rpm.sh $again failed"
+  cmp -s "$again/$rpm" "$root/build/fixtures/real/$rpm" \
+    || fail "a second build of $rpm differs from build/fixtures/real's: the build is not reproducible"
+  ok "build_real_rpm.sh: a second build in another directory gives the same $rpm, byte for byte"
 }
 
 sysv
 systemd
 fleet
 stack
+reproducible
 echo "all image checks passed"
