@@ -22,7 +22,7 @@ import re
 import tempfile
 
 from ansible_collections.samepage.ksm.plugins.module_utils import _optin
-from ansible_collections.samepage.ksm.plugins.module_utils._fileplan import encode
+from ansible_collections.samepage.ksm.plugins.module_utils._fileplan import FilePlan, encode
 from ansible_collections.samepage.ksm.plugins.module_utils._ld_preload import (
     CREATED_FILE, DENIED_ENVFILES, DROPIN_CREATED_DIR, LdPreloadError, check_regular_file, effective_variable,
     environment_drops, environment_events, fallback_offset, has_legacy_block, is_our_dropin,
@@ -88,10 +88,10 @@ def shebang_words(script_text):
 class Planner(object):
     """Decide: read the state, validate all input and record every file operation in ``plan``."""
 
-    def __init__(self, module, plan):
+    def __init__(self, module, plan, params=None):
         self.module = module
         self.plan = plan
-        self.params = module.params
+        self.params = module.params if params is None else params
         self.warnings = []
         self.result = dict(changed=False, method=self.params['method'], path=None, files=[],
                            restart_needed=False, daemon_reload_needed=False, ld_preload=None, reason=None)
@@ -235,20 +235,24 @@ class Planner(object):
             'hand' % (path, number, line, where, method))
 
     # -- choosing ---------------------------------------------------------------------------
-    def sticky(self, target):
-        """The method of an artefact of ours that is already there (an OS upgrade alone changes nothing)."""
+    def existing(self, target):
+        """(method, path) of an artefact of ours that is already there, or (None, None)."""
         dropin = self.plan.read(target.dropin) if os.path.isfile(target.dropin) else None
         if target.unit_file is not None and is_our_dropin(dropin):
-            return 'memoryksm' if 'MemoryKSM=yes' in dropin.splitlines() else 'systemd'
+            return ('memoryksm' if 'MemoryKSM=yes' in dropin.splitlines() else 'systemd'), target.dropin
         if target.script_text is not None:
             if our_block_body(target.script_text, self.base, 'PRCTL') is not None:
-                return 'prctl'
+                return 'prctl', target.script
             if our_block_body(target.script_text, self.base, legacy=True) is not None:
-                return 'sysv'
+                return 'sysv', target.script
         for path in self.envfile_candidates(target):
             if our_block_body(self.plan.read(path), self.base, legacy=self.owns_legacy(target, path)) is not None:
-                return 'envfile'
-        return None
+                return 'envfile', path
+        return None, None
+
+    def sticky(self, target):
+        """The method of an artefact of ours that is already there (an OS upgrade alone changes nothing)."""
+        return self.existing(target)[0]
 
     def pick(self, target):
         method = self.sticky(target)
@@ -627,3 +631,19 @@ class Planner(object):
         self.result['restart_needed'] = self.plan.changed
         self.result['daemon_reload_needed'] = any(m in DROPIN_METHODS for m in self.methods)
         return self.plan
+
+
+def existing_artefact(module, name, locations):
+    """(method, path) of the artefact of ours already in the startup of service ``name``, or (None, None).
+
+    The detection of method=auto's stickiness (``Planner.existing``), read-only. ``locations`` holds
+    ld_preload's dropin_name, init_dir, envfile_dirs, systemd_dir and unit_dirs; they are validated
+    as ld_preload validates them (LdPreloadError names the option).
+    """
+    params = dict(locations, name=name, state='present', method='auto', envfile=None, merge_threshold=None,
+                  library='/usr/lib64/libksm_preload.so', launcher='/usr/local/sbin/samepage-ksm-merge',
+                  backup=False)
+    planner = Planner(module, FilePlan(module), params=params)
+    planner.validate()
+    target = Target(params, planner.base, planner.plan)
+    return planner.existing(target)

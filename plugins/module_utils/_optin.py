@@ -13,8 +13,13 @@
   and 255 passed garbage to the prctl and every such unit failed with EXIT_KSM; systemd < 254
   does not know the key).
 
-Both only start a short-lived process: nothing on the host is changed. Private to the
-collection. Runs on the managed host: Python 2.7 / 3.6 clean.
+Both only start a short-lived process: nothing on the host is changed.
+
+- ``services_facts``: per service, the opt-in its startup already has from us (the ld_preload
+  method of the artefact found, and the mechanism it belongs to), so a caller choosing
+  automatically can keep it instead of switching after an upgrade made a better one work.
+
+Private to the collection. Runs on the managed host: Python 2.7 / 3.6 clean.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -28,6 +33,11 @@ PR_SET_MEMORY_MERGE = 67
 SYSTEMD_RUNTIME_DIR = '/run/systemd/system'
 C_LOCALE = {'LANG': 'C', 'LC_ALL': 'C', 'LC_MESSAGES': 'C'}
 CAT = '/bin/cat'
+
+
+# ld_preload method of an artefact -> the mechanism (ksm_container_optin) it belongs to
+OPTIN_OF_METHOD = {'memoryksm': 'memoryksm', 'prctl': 'prctl', 'systemd': 'preload', 'sysv': 'preload',
+                   'envfile': 'preload'}
 
 
 def kernel_release():
@@ -176,3 +186,17 @@ def optin_facts(module, probe_memoryksm_unit=True, running=None):
     else:
         facts['memoryksm'] = _result(False, 'not probed (memoryksm_probe=false)')
     return facts
+
+
+def services_facts(names, detect):
+    """{name: {method, optin, path}} for each name; ``detect(name)`` gives (method, path) or (None, None).
+
+    ``method`` is the ld_preload method of the artefact of ours found in the service's startup
+    (memoryksm, systemd, prctl, sysv, envfile), ``optin`` its mechanism (memoryksm, prctl, preload);
+    all three are None when the service has none.
+    """
+    services = {}
+    for name in names:
+        method, path = detect(name)
+        services[name] = dict(method=method, optin=OPTIN_OF_METHOD.get(method), path=path)
+    return services

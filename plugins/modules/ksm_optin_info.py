@@ -23,6 +23,10 @@ description:
     unit C(systemd-run --wait --pipe -p MemoryKSM=yes cat /proc/self/ksm_stat) must start and show
     C(ksm_merge_any: yes). A version number proves nothing: systemd 254 and 255 fail every unit with
     C(MemoryKSM=yes) (C(EXIT_KSM)), older versions ignore the key."
+  - "With O(name), also reports for each service the opt-in its startup already has from this
+    collection (RV(services)): the same detection that makes
+    O(samepage.ksm.ld_preload#module:method=auto) keep a service's method, so that a caller choosing
+    automatically (the C(samepage.ksm.container) role) keeps it too instead of switching after an upgrade."
   - Never changes anything on the host; the transient unit and the child exit at once.
 author:
   - samepage.ksm maintainers (@samepage)
@@ -37,6 +41,36 @@ options:
         the reason says it was not probed.
     type: bool
     default: true
+  name:
+    description:
+      - "Services whose existing opt-in to report in RV(services), named as in O(samepage.ksm.ld_preload#module:name)
+        (C(mysql) or C(mysqld.service))."
+    type: list
+    elements: str
+    default: []
+    aliases: [service]
+  dropin_name:
+    description: File name of the systemd drop-in, as O(samepage.ksm.ld_preload#module:dropin_name).
+    type: str
+    default: samepage-ksm.conf
+  init_dir:
+    description: Directory of SysV init scripts, as O(samepage.ksm.ld_preload#module:init_dir).
+    type: path
+    default: /etc/init.d
+  envfile_dirs:
+    description: Directories of environment files, as O(samepage.ksm.ld_preload#module:envfile_dirs).
+    type: list
+    elements: path
+    default: [/etc/sysconfig, /etc/default]
+  systemd_dir:
+    description: Where the drop-in directory is, as O(samepage.ksm.ld_preload#module:systemd_dir).
+    type: path
+    default: /etc/systemd/system
+  unit_dirs:
+    description: Where unit files are looked for, as O(samepage.ksm.ld_preload#module:unit_dirs).
+    type: list
+    elements: path
+    default: [/etc/systemd/system, /run/systemd/system, /usr/lib/systemd/system, /lib/systemd/system]
 notes:
   - Needs root for the transient unit (C(become)).
 seealso:
@@ -52,6 +86,16 @@ EXAMPLES = r'''
   samepage.ksm.ld_preload:
     name: mariadb
     method: "{{ 'memoryksm' if optin.memoryksm.works else ('prctl' if optin.prctl.works else 'auto') }}"
+
+- name: Which services already opted in, and how?
+  samepage.ksm.ksm_optin_info:
+    name: [mariadb, apache2]
+    memoryksm_probe: false
+  register: optin
+
+- name: Show the services that have no opt-in yet
+  ansible.builtin.debug:
+    msg: "{{ optin.services | dict2items | rejectattr('value.method') | map(attribute='key') | list }}"
 '''
 
 RETURN = r'''
@@ -98,19 +142,70 @@ memoryksm:
       type: str
       returned: always
   sample: {works: false, reason: "systemd is not the running init (/run/systemd/system does not exist)"}
+services:
+  description:
+    - For each service in O(name), the opt-in its startup already has from this collection; empty without O(name).
+    - All three values are V(null) for a service without one.
+  returned: always
+  type: dict
+  contains:
+    method:
+      description:
+        - The O(samepage.ksm.ld_preload#module:method) of the artefact found, V(null) when there is none.
+        - V(memoryksm) or V(systemd) (our drop-in), V(prctl) or V(sysv) (our block in the SysV init script),
+          V(envfile) (our block in an environment file).
+      type: str
+      returned: always
+    optin:
+      description:
+        - "The mechanism it belongs to, as the C(samepage.ksm.container) role's C(ksm_container_optin) names it:
+          V(memoryksm), V(prctl) or V(preload) (methods V(systemd), V(sysv), V(envfile))."
+      type: str
+      returned: always
+    path:
+      description: The file that holds the artefact.
+      type: str
+      returned: always
+  sample:
+    mariadb: {method: sysv, optin: preload, path: /etc/init.d/mariadb}
+    apache2: {method: null, optin: null, path: null}
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.samepage.ksm.plugins.module_utils._optin import optin_facts
+from ansible_collections.samepage.ksm.plugins.module_utils._fileplan import FilePlanError
+from ansible_collections.samepage.ksm.plugins.module_utils._ld_preload import LdPreloadError
+from ansible_collections.samepage.ksm.plugins.module_utils._ld_preload_plan import existing_artefact
+from ansible_collections.samepage.ksm.plugins.module_utils._optin import optin_facts, services_facts
+
+LOCATIONS = ('dropin_name', 'init_dir', 'envfile_dirs', 'systemd_dir', 'unit_dirs')
+
+
+def argument_spec():
+    return dict(
+        memoryksm_probe=dict(type='bool', default=True),
+        name=dict(type='list', elements='str', default=[], aliases=['service']),
+        dropin_name=dict(type='str', default='samepage-ksm.conf'),
+        init_dir=dict(type='path', default='/etc/init.d'),
+        envfile_dirs=dict(type='list', elements='path', default=['/etc/sysconfig', '/etc/default']),
+        systemd_dir=dict(type='path', default='/etc/systemd/system'),
+        unit_dirs=dict(type='list', elements='path', default=[
+            '/etc/systemd/system', '/run/systemd/system', '/usr/lib/systemd/system', '/lib/systemd/system']),
+    )
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(memoryksm_probe=dict(type='bool', default=True)),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    locations = dict((option, module.params[option]) for option in LOCATIONS)
+
+    def detect(name):
+        try:
+            return existing_artefact(module, name, locations)
+        except (LdPreloadError, FilePlanError) as exc:
+            module.fail_json(msg='name %r: %s' % (name, exc))
+
+    services = services_facts(module.params['name'], detect)
     facts = optin_facts(module, probe_memoryksm_unit=module.params['memoryksm_probe'])
-    module.exit_json(changed=False, **facts)
+    module.exit_json(changed=False, services=services, **facts)
 
 
 if __name__ == '__main__':
