@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Convergence cost of the node role against its floors, on the same SSH fleet, in one session.
 
-    .venv/bin/python benchmarks/converge_cost.py [--hosts 20 100]
+    .venv/bin/python benchmarks/converge_cost.py [--hosts 20 100] [--repeat 3] [--no-naive]
 
 For each fleet size (tests/fleet/fleet.py: every host a ksm_nodes host with its own fake KSM
 directory; the real kernel is not touched), in one session:
@@ -13,7 +13,9 @@ directory; the real kernel is not touched), in one session:
 - role: playbooks/node.yml (profile balanced, rc.local persistence), first run on fresh hosts
   and a re-run.
 
-Prints wall seconds, tasks per host (ok + failed in one host's recap; skipped tasks are not
+The ping floor and the role re-run alternate --repeat times on the same hosts and the ratios are
+of medians, so the machine's load moving during the session hits floor and role alike. Prints
+wall seconds (median, range, runs), tasks per host (ok + failed in one host's recap; skipped tasks are not
 counted) and each run's ratio to the ping floor of the same size. Goal at 100 hosts: role first
 run <= 1.5x ping, re-run <= 1.25x ping. Forks = hosts. The figures are measured, never asserted.
 """
@@ -22,6 +24,7 @@ import os
 import pathlib
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -96,29 +99,52 @@ class Fleet(object):
         subprocess.run(FLEET + ["down", "--state", str(STATE)], check=False, capture_output=True)
 
 
-def measure(hosts, scratch):
+def measure(hosts, scratch, repeat, naive):
+    """Each playbook's wall times on one fleet size. The ping floor and the role re-run alternate
+    REPEAT times on the same hosts, so a change of the machine's load hits both alike; the first
+    run (fresh hosts) happens once per fleet and is set against the median ping."""
     ping_path, raw_path = scratch / "ping.yml", scratch / "raw.yml"
     ping_path.write_text(PING)
     raw_path.write_text(RAW)
-    runs = {}
+    runs = {name: [] for name in ("ping", "raw", "naive first", "naive re-run", "role first", "role re-run")}
     with Fleet(hosts) as inventory:
-        runs["ping"] = playbook(ping_path, inventory, hosts)        # changes nothing: fresh hosts stay fresh
-        runs["role first"] = playbook(ROOT / "playbooks" / "node.yml", inventory, hosts)
-        runs["role re-run"] = playbook(ROOT / "playbooks" / "node.yml", inventory, hosts)
-    with Fleet(hosts) as inventory:
-        runs["naive first"] = playbook(ROOT / "benchmarks" / "naive_seed.yml", inventory, hosts)
-        runs["naive re-run"] = playbook(ROOT / "benchmarks" / "naive_seed.yml", inventory, hosts)
-        runs["raw"] = playbook(raw_path, inventory, hosts)
-    for name in ("ping", "raw", "naive first", "naive re-run", "role first", "role re-run"):
-        run = runs[name]
-        print("  %3d hosts  %-12s %7.1f s  %2d tasks/host  %4d changed"
-              % (hosts, name, run["seconds"], run["tasks"], run["changed"]), flush=True)
-    return runs
+        runs["ping"].append(playbook(ping_path, inventory, hosts))   # changes nothing: fresh hosts stay fresh
+        runs["role first"].append(playbook(ROOT / "playbooks" / "node.yml", inventory, hosts))
+        for dummy in range(repeat):
+            runs["role re-run"].append(playbook(ROOT / "playbooks" / "node.yml", inventory, hosts))
+            runs["ping"].append(playbook(ping_path, inventory, hosts))
+    if naive:
+        with Fleet(hosts) as inventory:
+            runs["naive first"].append(playbook(ROOT / "benchmarks" / "naive_seed.yml", inventory, hosts))
+            runs["naive re-run"].append(playbook(ROOT / "benchmarks" / "naive_seed.yml", inventory, hosts))
+            runs["raw"].append(playbook(raw_path, inventory, hosts))
+            runs["ping"].append(playbook(ping_path, inventory, hosts))
+    else:
+        with Fleet(hosts) as inventory:
+            runs["raw"].append(playbook(raw_path, inventory, hosts))
+    for name, done in runs.items():
+        for run in done:
+            print("  %3d hosts  %-12s %7.1f s  %2d tasks/host  %4d changed"
+                  % (hosts, name, run["seconds"], run["tasks"], run["changed"]), flush=True)
+    return {name: done for name, done in runs.items() if done}
+
+
+def median(runs):
+    return statistics.median(run["seconds"] for run in runs)
+
+
+def spread(runs):
+    times = [run["seconds"] for run in runs]
+    return "%.1f" % times[0] if len(times) == 1 else "%.1f (%.1f-%.1f, n=%d)" % (
+        statistics.median(times), min(times), max(times), len(times))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--hosts", type=int, nargs="+", default=[20, 100])
+    parser.add_argument("--repeat", type=int, default=3, help="ping / role re-run pairs per fleet size")
+    parser.add_argument("--no-naive", dest="naive", action="store_false",
+                        help="leave out the naive seed playbook (the slowest part)")
     args = parser.parse_args()
     print("converge_cost: %s SSH hosts, %s, %d cores, load %s, %s" % (
         " and ".join(str(h) for h in args.hosts), platform.platform(), os.cpu_count(),
@@ -126,23 +152,25 @@ def main():
     results = {}
     with tempfile.TemporaryDirectory(prefix="samepage-bench-") as scratch:
         for hosts in args.hosts:
-            results[hosts] = measure(hosts, pathlib.Path(scratch))
+            results[hosts] = measure(hosts, pathlib.Path(scratch), args.repeat, args.naive)
+    print("load at the end %s" % " ".join("%.2f" % x for x in os.getloadavg()))
     print()
-    print("| hosts | playbook | wall s | tasks/host | / ping |")
+    print("| hosts | playbook | wall s (median, min-max, runs) | tasks/host | / ping (medians) |")
     print("|--:|---|--:|--:|--:|")
     labels = (("ping", "one `ansible.builtin.ping` task (floor for Python modules)"),
               ("raw", "one `ansible.builtin.raw` task writing the knobs + rc.local"),
               ("naive first", "naive seed playbook, first run"), ("naive re-run", "naive seed playbook, re-run"),
               ("role first", "node role, first run"), ("role re-run", "node role, re-run"))
     for hosts, runs in results.items():
-        ping = runs["ping"]["seconds"]
+        ping = median(runs["ping"])
         for key, label in labels:
-            run = runs[key]
-            print("| %d | %s | %.1f | %d | %.2f |" % (hosts, label, run["seconds"], run["tasks"], run["seconds"] / ping))
+            if key in runs:
+                row = (hosts, label, spread(runs[key]), runs[key][0]["tasks"], median(runs[key]) / ping)
+                print("| %d | %s | %s | %d | %.2f |" % row)
     print()
     for hosts, runs in results.items():
-        ping = runs["ping"]["seconds"]
-        first, rerun = runs["role first"]["seconds"] / ping, runs["role re-run"]["seconds"] / ping
+        ping = median(runs["ping"])
+        first, rerun = median(runs["role first"]) / ping, median(runs["role re-run"]) / ping
         print("%d hosts: role first run %.2fx ping (goal <= 1.5: %s), re-run %.2fx ping (goal <= 1.25: %s)" % (
             hosts, first, "met" if first <= 1.5 else "NOT met", rerun, "met" if rerun <= 1.25 else "NOT met"))
     return 0
