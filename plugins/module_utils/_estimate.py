@@ -14,15 +14,16 @@ How it counts (one pass, bounded memory):
 - For each candidate, the private mappings of /proc/PID/smaps that hold anonymous memory are
   walked through /proc/PID/pagemap;
   pages that are present and anonymous (bit 63 set, bit 61 clear) are read from /proc/PID/mem,
-  in runs of at most RUN_PAGES pages.
+  in runs of at most RUN_PAGES pages, into one reused, page-aligned buffer.
 - All-zero pages are counted apart, exactly. A zero page that is not exclusively mapped (bit 56
   clear) may be the kernel's shared zero page (never written, or already merged by use_zero_pages),
   which costs no memory and is skipped; /proc/kpageflags (KPF_ZERO_PAGE) tells it from a KSM page
   that holds zeros (merged with use_zero_pages off), which is counted.
 - Every other page gets a CRC-32. Contents are sampled by that hash: a page is kept when its CRC
   falls in the 1/k slice (low log2(k) bits zero), so every copy of a content is kept or dropped
-  together and the estimate stays unbiased. Kept pages are counted per 64-bit key (CRC-32 and
-  Adler-32) in a table of at most ``max_entries`` contents. When the table is full, k doubles and
+  together and the estimate stays unbiased. Kept pages are counted per 64-bit key (the CRC-32 and
+  the CRC-32 of the page's first half, both from one pass: the page's CRC-32 continues the first
+  half's) in a table of at most ``max_entries`` contents. When the table is full, k doubles and
   the contents outside the new slice are dropped; contents already seen ``heavy`` times are kept
   and counted exactly from then on (weighted by the k at which they were kept), so one content
   repeated millions of times does not make the estimate swing.
@@ -85,23 +86,36 @@ def _clock():
     return time.monotonic() if hasattr(time, 'monotonic') else time.time()
 
 
+def _key(crc, view):
+    """The table's key of a page with CRC-32 crc: crc, and the CRC-32 of the page's first half above it.
+
+    The scan gets both from one pass over the page (the CRC-32 of the first half, continued over the
+    second half, is the page's CRC-32), so telling apart contents whose CRC-32s collide costs nothing more.
+    """
+    return crc | (zlib.crc32(view[:len(view) // 2]) & 0xffffffff) << 32
+
+
 if PY2:
     _BUFFER = buffer  # noqa: F821  pylint: disable=undefined-variable
 
-    def _views(buf, start, size, count):
-        """Read-only views of count pages of buf (a bytearray) from start, without copies; they follow buf."""
-        return [_BUFFER(buf, start + index * size, size) for index in range(count)]
+    def _views(buf, start, length, step, count):
+        """Read-only views of length bytes every step bytes of buf (a bytearray) from start; no copies, they follow buf."""
+        return [_BUFFER(buf, start + index * step, length) for index in range(count)]
 
-    def _crcs(views):
-        return [crc & 0xffffffff for crc in map(zlib.crc32, views)]
+    def _crcs(heads, tails):
+        """(CRC-32s of the pages, CRC-32s of their first halves), unsigned, from views of their halves."""
+        firsts = list(map(zlib.crc32, heads))
+        return [crc & 0xffffffff for crc in map(zlib.crc32, tails, firsts)], [crc & 0xffffffff for crc in firsts]
 else:
-    def _views(buf, start, size, count):
-        """Read-only views of count pages of buf (a bytearray) from start, without copies; they follow buf."""
+    def _views(buf, start, length, step, count):
+        """Read-only views of length bytes every step bytes of buf (a bytearray) from start; no copies, they follow buf."""
         view = memoryview(buf)
-        return [view[start + index * size:start + (index + 1) * size] for index in range(count)]
+        return [view[start + index * step:start + index * step + length] for index in range(count)]
 
-    def _crcs(views):
-        return list(map(zlib.crc32, views))
+    def _crcs(heads, tails):
+        """(CRC-32s of the pages, CRC-32s of their first halves), unsigned, from views of their halves."""
+        firsts = list(map(zlib.crc32, heads))
+        return list(map(zlib.crc32, tails, firsts)), firsts
 
 
 def _page_aligned(length, align=4096):
@@ -203,7 +217,7 @@ class ContentTable:
                 # A content repeated in a run (a buffer filled with one pattern) is counted exactly from
                 # here, with the run's earlier copies, whatever its hash: one such content must not
                 # make the estimate swing by the sampling factor.
-                key = crc | (zlib.adler32(view) & 0xffffffff) << 32
+                key = _key(crc, view)
                 if key in self.counts:
                     self.weight[key] = 1
                     self.heavy_crcs.add(crc)
@@ -215,12 +229,13 @@ class ContentTable:
             self.last = crc
             self.run = 1
         if not crc & self.mask or crc in self.heavy_crcs:
-            self.add(crc | (zlib.adler32(view) & 0xffffffff) << 32, group)
+            self.add(_key(crc, view), group)
 
-    def pages(self, crcs, views, group):
+    def pages(self, crcs, heads, views, group):
         """page(crc, view, group) for each page of a run, in order, with the same counts, at less cost per page.
 
-        crcs: the pages' CRC-32s (unsigned); views: their bytes. Unless a page has the CRC of the page
+        crcs: the pages' CRC-32s (unsigned); heads: the CRC-32s of their first halves (the key's other half,
+        as _key() makes it); views: their bytes. Unless a page has the CRC of the page
         before it (a run of one content) or some contents are counted exactly (heavy), the pages in the
         slice are picked out by iterators in C and only they cost Python work; after a shrink the rest of
         the run is picked again with the new slice.
@@ -233,7 +248,6 @@ class ContentTable:
             counts = self.counts
             owner = self.owner
             split = self.split
-            adler32 = zlib.adler32
             while start < count and not self.heavy_crcs:
                 mask = self.mask
                 chosen = range(start, count)
@@ -242,7 +256,7 @@ class ContentTable:
                         operator.and_, itertools.islice(crcs, start, None), itertools.repeat(mask))))
                 start = count
                 for index in chosen:
-                    key = crcs[index] | (adler32(views[index]) & 0xffffffff) << 32
+                    key = crcs[index] | heads[index] << 32
                     copies = counts.get(key)
                     if copies is None:
                         counts[key] = 1
@@ -260,13 +274,12 @@ class ContentTable:
                 self.last = crcs[start - 1]
                 self.run = 1
         if start < count:
-            self._pages_each(crcs, views, group, start)
+            self._pages_each(crcs, heads, views, group, start)
 
-    def _pages_each(self, crcs, views, group, start):
+    def _pages_each(self, crcs, heads, views, group, start):
         counts = self.counts
         owner = self.owner
         split = self.split
-        adler32 = zlib.adler32
         mask = self.mask
         heavy_crcs = self.heavy_crcs
         for index in range(start, len(crcs)):
@@ -280,7 +293,7 @@ class ContentTable:
             self.run = 1
             if crc & mask and crc not in heavy_crcs:
                 continue
-            key = crc | (adler32(views[index]) & 0xffffffff) << 32
+            key = crc | heads[index] << 32
             copies = counts.get(key)
             if copies is None:
                 counts[key] = 1
@@ -328,28 +341,28 @@ class ContentTable:
             self.split[key] = {self.owner[key]: copies, group: 1}
             self.size += 2
 
-    def _entry_size(self, key):
-        split = self.split.get(key)
-        return 1 + (len(split) if split else 0)
-
     def _shrink(self):
+        counts = self.counts
+        weight = self.weight
         while self.size > self.max_entries:
             self.shrinks += 1
-            for key, copies in self.counts.items():
-                if copies >= self.heavy and key not in self.weight:
-                    self.weight[key] = self.sample
-            while len(self.weight) > self.max_entries // 2:
+            heavy, sample = self.heavy, self.sample
+            for key in [k for k, copies in counts.items() if copies >= heavy and k not in weight]:
+                weight[key] = sample
+            while len(weight) > self.max_entries // 2:
                 self.heavy *= 2
-                for key in [k for k in self.weight if self.counts[k] < self.heavy]:
-                    del self.weight[key]
-            self.heavy_crcs = set(key & 0xffffffff for key in self.weight)
+                heavy = self.heavy
+                for key in [k for k in weight if counts[k] < heavy]:
+                    del weight[key]
+            self.heavy_crcs = set(key & 0xffffffff for key in weight)
             self.sample *= 2
-            self.mask = self.sample - 1
-            for key in [k for k in self.counts if k & self.mask and k not in self.weight]:
-                del self.counts[key]
+            self.mask = mask = self.sample - 1
+            for key in [k for k in counts if k & mask and k not in weight]:
+                del counts[key]
                 del self.owner[key]
                 self.split.pop(key, None)
-            self.size = sum(self._entry_size(key) for key in self.counts)
+            # an entry per content, and one per group of a content split between groups
+            self.size = len(counts) + sum(len(shares) for shares in self.split.values())
 
     def totals(self, max_page_sharing):
         """(saving, duplicated pages, variance of the saving, per-group {group: [saving, duplicated]}) - estimates.
@@ -397,19 +410,25 @@ class Scan:
         self.start = 0
         self.page_size = None
         self.page_views = None
+        self.head_views = None
+        self.tail_views = None
         self.window = None
         self.zero_crc = None
 
     def reuse(self, size):
         """(buffer, start): the one read buffer (RUN_PAGES pages from start) that every run is read into.
 
-        Built once per page size with a view of each page (page_views) and a writable view of the whole
-        (window), so that a run costs no allocation and no slicing per page.
+        Built once per page size with a view of each page (page_views), of each page's halves (head_views,
+        tail_views) and a writable view of the whole (window), so that a run costs no allocation and no
+        slicing per page.
         """
         if self.buffer is None or self.page_size != size:
             self.buffer, self.start = _page_aligned(RUN_PAGES * size)
             self.page_size = size
-            self.page_views = _views(self.buffer, self.start, size, RUN_PAGES)
+            half = size // 2
+            self.page_views = _views(self.buffer, self.start, size, size, RUN_PAGES)
+            self.head_views = _views(self.buffer, self.start, half, size, RUN_PAGES)
+            self.tail_views = _views(self.buffer, self.start + half, size - half, size, RUN_PAGES)
             self.window = memoryview(self.buffer)[self.start:self.start + RUN_PAGES * size]
             self.zero_crc = zlib.crc32(b'\0' * size) & 0xffffffff
         return self.buffer, self.start
@@ -467,13 +486,12 @@ def _scan_run(scan, mem, address, classes, entries, first, size, group, zero):
             _count_page(scan, page, exclusive or scan.written_zero(entries, first + index), group, zero)
         return len(pages)
     views = scan.page_views[:count]
-    crcs = _crcs(views)
+    crcs, heads = _crcs(scan.head_views[:count], scan.tail_views[:count])
     zeros = 0
     shared_zeros = 0
     zero_crc = scan.zero_crc
     if zero_crc in crcs:
-        kept_crcs = []
-        kept_views = []
+        kept = []
         for index, crc in enumerate(crcs):
             offset = start + index * size
             if crc == zero_crc and buf.startswith(zero, offset, offset + size):
@@ -482,10 +500,11 @@ def _scan_run(scan, mem, address, classes, entries, first, size, group, zero):
                 else:
                     shared_zeros += 1
             else:
-                kept_crcs.append(crc)
-                kept_views.append(views[index])
-        crcs, views = kept_crcs, kept_views
-    scan.table.pages(crcs, views, group)
+                kept.append(index)
+        crcs = [crcs[index] for index in kept]
+        heads = [heads[index] for index in kept]
+        views = [views[index] for index in kept]
+    scan.table.pages(crcs, heads, views, group)
     nonzero = len(crcs)
     scan.zero_pages += zeros
     scan.zero_mapped += shared_zeros

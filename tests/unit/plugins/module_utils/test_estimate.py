@@ -11,6 +11,7 @@ import math
 import random
 import struct
 import subprocess
+import zlib
 
 import pytest
 
@@ -273,3 +274,81 @@ def test_runs_on_old_target_interpreters(tmp_path, proc, old_target, version):
     result = json.loads(out)
     assert result["saving_pages"] == 2 + 1 + 2 and result["zero_pages"] == 2 and result["shared_zero_pages"] == 1
     assert {g["kind"] for g in result["groups"]} == {"container", "unit"}
+
+
+def _stream(seed, runs, length=6000):
+    """Pages (bytes): contents repeated across groups, new ones, and (runs) runs of one content."""
+    rng = random.Random(seed)
+    pool = [b"%06d" % rng.getrandbits(20) * 8 for _index in range(700)]
+    pages = []
+    while len(pages) < length:
+        roll = rng.random()
+        if roll < runs:
+            pages.extend([rng.choice(pool)] * rng.randint(2, 80))      # a run of one content
+        elif roll < 0.5:
+            pages.append(rng.choice(pool))                              # seen before, probably
+        else:
+            pages.append(b"%016x" % rng.getrandbits(64) * 3)            # new
+    return pages[:length]
+
+
+def _state(table):
+    return (table.counts, table.owner, table.split, table.weight, table.heavy_crcs, table.size, table.sample,
+            table.heavy, table.shrinks, table.last, table.run)
+
+
+@pytest.mark.parametrize("runs", [0.0, 0.02])
+@pytest.mark.parametrize("seed", range(4))
+def test_batched_pages_count_as_page_by_page(seed, runs):
+    """ContentTable.pages() over runs of pages leaves the table exactly as page() one page at a time.
+
+    Small tables make the slice narrow (and contents turn heavy) in the middle of a batch, and runs of
+    one content cross the boundaries of the batches, as on a real scan. Without runs, most batches take
+    pages()' own path; with them, most take page() for the pages of a run.
+    """
+    rng = random.Random(seed)
+    pages = _stream(seed, runs)
+    one = _estimate.ContentTable(max_entries=256, heavy=8)
+    many = _estimate.ContentTable(max_entries=256, heavy=8)
+    index = 0
+    while index < len(pages):
+        batch = pages[index:index + rng.choice([1, 3, 17, 64, 256])]
+        group = rng.choice(["a", "b", "c"])
+        crcs = [zlib.crc32(page) & 0xFFFFFFFF for page in batch]
+        for crc, page in zip(crcs, batch):
+            one.page(crc, page, group)
+        heads = [zlib.crc32(page[:len(page) // 2]) & 0xFFFFFFFF for page in batch]
+        many.pages(crcs, heads, batch, group)
+        assert _state(many) == _state(one), "after page %d" % index
+        index += len(batch)
+    assert one.shrinks >= 2, "the stream must make the table shrink"
+    assert one.weight or not runs, "runs of one content must make some contents heavy"
+
+
+def test_the_key_is_the_crc_and_the_crc_of_the_first_half():
+    page = content("X")
+    crc = zlib.crc32(page) & 0xFFFFFFFF
+    head = zlib.crc32(page[:PAGE // 2])
+    assert zlib.crc32(page[PAGE // 2:], head) & 0xFFFFFFFF == crc       # what the scan computes it from
+    assert _estimate._key(crc, page) == crc | (head & 0xFFFFFFFF) << 32
+    assert _estimate._key(crc, memoryview(page)) == _estimate._key(crc, page)
+
+
+def test_the_read_buffer_starts_on_a_page_boundary():
+    import ctypes
+    raw, start = _estimate._page_aligned(8 * PAGE)
+    assert len(raw) - start >= 8 * PAGE
+    assert (ctypes.addressof(ctypes.c_char.from_buffer(raw)) + start) % 4096 == 0
+
+
+def test_runs_with_zero_pages_and_runs_longer_than_one_read(proc, monkeypatch):
+    """Zero pages inside a run, a run of one content split over several reads, and contents across runs."""
+    monkeypatch.setattr(_estimate, "RUN_PAGES", 4)
+    tags = ["A", None, "B", "A", "R", "R", "R", "R", "R", "R", None, None, "C", "B"]
+    plant(proc, 100, anon(*tags))
+    plant(proc, 200, anon("C", "A", None, "D"))
+    result, _denied = run(proc, use_zero_pages=False)
+    assert result["scanned_pages"] == 18 and result["zero_pages"] == 4
+    # A x3, B x2, R x6, C x2 save 2 + 1 + 5 + 1; the 4 zero pages merge into one KSM page: 3
+    assert result["saving_pages"] == 2 + 1 + 5 + 1 + 3
+    assert result["duplicate_pages"] == 3 + 2 + 6 + 2
