@@ -1,0 +1,138 @@
+"""The container role's ksm_container_optin: auto keeps a service's existing opt-in.
+
+A real SysV container (localhost/samepage-sysv:bookworm, the ksm-demo service started by its
+init script): ksm-demo is opted in with preload (the fixture ksm_preload library, whose constructor
+calls prctl; its RPM from the image's file:// repository is installed with rpm -i --nodeps first, so
+the role finds it with rpm -q and skips the dnf download that molecule/container tests); then the role runs with optin auto on this kernel, where prctl works and
+auto alone would pick it: it must keep preload (the same init script, the same pid, nothing
+changed). Then ksm_container_optin: prctl asks for the switch, and it happens (new pid, our
+prctl block instead of the preload one).
+
+Touches no KSM knob (no merging is measured), so no kernel lock.
+"""
+import json
+import os
+import pathlib
+import subprocess
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+IMAGE = "localhost/samepage-sysv:bookworm"
+NAME = "samepage-sticky-sysv"
+SERVICE = "ksm-demo"
+SCRIPT = "/etc/init.d/ksm-demo"
+PIDFILE = "/run/ksm-demo.pid"
+ENV = dict(os.environ, CONTAINERS_CONF=str(ROOT / "tests" / "podman" / "containers.conf"))
+
+PLAY = """
+- name: Sticky opt-in
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: role
+      ansible.builtin.include_role:
+        name: samepage.ksm.container
+    # the role's own ksm_optin_info call (what it saw on the host), and what it made of it
+    - name: result
+      ansible.builtin.debug:
+        msg: {probe: "{{ __ksm_container_optin_info }}", result: "{{ ksm_container_result }}"}
+"""
+
+
+def podman(*args, check=True):
+    return subprocess.run(["podman", *args], env=ENV, capture_output=True, text=True, check=check)
+
+
+def sh(command):
+    proc = podman("exec", NAME, "sh", "-c", command, check=False)
+    assert proc.returncode == 0, "%s: %s%s" % (command, proc.stdout, proc.stderr)
+    return proc.stdout
+
+
+def state():
+    """(main pid of ksm-demo, sha256 of every file an opt-in of ksm-demo could be in)."""
+    pid = sh("cat %s" % PIDFILE).strip()
+    files = sh("sha256sum %s /etc/default/ksm-demo; ls -d /etc/systemd/system/ksm-demo.service.d 2>/dev/null; true"
+               % SCRIPT)
+    return pid, files
+
+
+@pytest.fixture(scope="module")
+def container():
+    subprocess.run([str(ROOT / "tests" / "images" / "build.sh"), "sysv"], env=ENV, check=True,
+                   capture_output=True)
+    podman("rm", "-f", "-t", "0", NAME, check=False)
+    podman("run", "-d", "--name", NAME, IMAGE, "/sbin/samepage-sysv-init")
+    try:
+        deadline = time.monotonic() + 30
+        while podman("exec", NAME, "/etc/init.d/ksm-demo", "status", check=False).returncode != 0:
+            assert time.monotonic() < deadline, podman("logs", NAME).stdout
+            time.sleep(0.2)
+        # the package the role's preload needs, installed as the role would (no dnf here: faster)
+        sh("rpm -i --nodeps /srv/samepage-repo/ksm_preload-*.rpm && rpm -q ksm_preload")
+        yield NAME
+    finally:
+        podman("rm", "-f", "-t", "0", NAME, check=False)
+
+
+def run_role(tmp_path, extra):
+    """One ansible-playbook run of the role on the container: (probe, ksm_container_result, changed count)."""
+    play = tmp_path / "play.yml"
+    play.write_text(PLAY)
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text("%s ansible_connection=containers.podman.podman ansible_python_interpreter=/usr/bin/python3\n"
+                         % NAME)
+    extra = dict({"ksm_container_service_names": [SERVICE], "ksm_container_install_method": "repo",
+                  "ksm_container_verify_failure": "fail"}, **extra)
+    env = dict(ENV, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+               ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build" / "collections"))
+    started = time.monotonic()
+    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inventory), str(play),
+                           "-e", json.dumps(extra)], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    print("role run %s: %.1f s" % (json.dumps(extra, sort_keys=True), time.monotonic() - started))
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError("ansible-playbook printed no JSON:\n%s\n%s" % (proc.stdout[-4000:], proc.stderr[-4000:]))
+    assert proc.returncode == 0, proc.stdout[-8000:]
+    tasks = {}
+    for play_data in data["plays"]:
+        for task in play_data["tasks"]:
+            tasks[task["task"]["name"]] = task["hosts"][NAME]
+    seen = tasks["result"]["msg"]
+    return seen["probe"], seen["result"], data["stats"][NAME]["changed"]
+
+
+def test_auto_keeps_the_existing_optin_until_another_is_asked_for(container, tmp_path):
+    # 1. opted in with preload: changed, restarted, the LD_PRELOAD block in the init script
+    probe, result, changed = run_role(tmp_path, {"ksm_container_optin": "preload"})
+    assert probe["services"][SERVICE] == {"method": None, "optin": None, "path": None}
+    assert changed > 0 and result["optin"] == "preload" and result["restarted"] == [SERVICE], result
+    assert result["verified"] and result["verified"][0]["ok"], result["verified"]
+    script = sh("cat %s" % SCRIPT)
+    assert "# BEGIN samepage.ksm LD_PRELOAD ksm-demo" in script and "PRCTL" not in script
+    before = state()
+
+    # 2. auto where prctl works (auto alone would pick it): preload is kept, nothing restarted
+    probe, result, changed = run_role(tmp_path, {"ksm_container_optin": "auto"})
+    assert probe["prctl"]["works"] is True, probe["prctl"]
+    assert probe["services"][SERVICE] == {"method": "sysv", "optin": "preload", "path": SCRIPT}
+    assert changed == 0, result
+    assert result["optin"] == "preload" and result["kept"] == {SERVICE: "preload"}, result
+    assert result["optin_reason"] == ("kept: already opted in with preload (ksm-demo); set ksm_container_optin "
+                                      "to change it"), result["optin_reason"]
+    assert result["services"][0]["kept"] == "sysv" and result["services"][0]["optin"] == "preload"
+    assert result["changed"] == [] and result["restarted"] == []
+    assert state() == before
+
+    # 3. the user asks for prctl: it switches, restarts and verifies
+    probe, result, changed = run_role(tmp_path, {"ksm_container_optin": "prctl"})
+    assert changed > 0 and result["optin"] == "prctl" and result["kept"] == {}, result
+    assert result["restarted"] == [SERVICE] and result["verified"][0]["ok"], result["verified"]
+    script = sh("cat %s" % SCRIPT)
+    assert "# BEGIN samepage.ksm PRCTL ksm-demo" in script and "LD_PRELOAD ksm-demo" not in script
+    pid, files = state()
+    assert pid != before[0] and files != before[1]
+    assert "ksm_merge_any: yes" in sh("cat /proc/%s/ksm_stat" % pid)
