@@ -1,12 +1,13 @@
 """The container role's ksm_container_optin: auto keeps a service's existing opt-in.
 
 A real SysV container (localhost/samepage-sysv:bookworm, the ksm-demo service started by its
-init script): ksm-demo is opted in with preload (the fixture ksm_preload library, whose constructor
-calls prctl; its RPM from the image's file:// repository is installed with rpm -i --nodeps first, so
-the role finds it with rpm -q and skips the dnf download that molecule/container tests); then the role runs with optin auto on this kernel, where prctl works and
-auto alone would pick it: it must keep preload (the same init script, the same pid, nothing
-changed). Then ksm_container_optin: prctl asks for the switch, and it happens (new pid, our
-prctl block instead of the preload one).
+init script). ksm-demo is opted in with preload: the fixture ksm_preload library (prctl in its
+constructor), whose RPM from the image's file:// repository is installed with rpm -i --nodeps
+first, so the role finds it with rpm -q and skips the dnf download that molecule/container tests.
+Then the role runs with optin auto on this kernel, where prctl works and auto alone would pick
+it: it must keep preload (the same init script, the same pid, nothing changed). Then
+ksm_container_optin: prctl asks for the switch, and it happens (new pid, our prctl block instead
+of the preload one).
 
 Touches no KSM knob (no merging is measured), so no kernel lock.
 """

@@ -149,13 +149,32 @@ def test_ksm_optin_info_reports_the_opt_ins(tmp_path, target):
     if not (ROOT / "plugins" / "modules" / "ksm_optin_info.py").exists():
         pytest.fail("plugins/modules/ksm_optin_info.py is missing")
     # PID 1 of this machine is not systemd: the MemoryKSM probe must say why it cannot work.
+    # name: the opt-in a service already has (here our block in an init script with non-UTF-8 bytes).
+    init = tmp_path / "init.d"
+    init.mkdir()
+    script = init / "demo"
+    original = (b"#!/bin/sh\n### BEGIN INIT INFO\n# Provides: demo\n### END INIT INFO\n" + CONTENTS["non-utf8"] +
+                b"PATH=/sbin:/usr/sbin:/bin:/usr/bin\necho started\n")
+    script.write_bytes(original)
+    os.chmod(script, 0o755)
+    args = ld_preload_args(tmp_path, method="sysv")
+    where = dict((k, args[k]) for k in ("init_dir", "envfile_dirs", "systemd_dir", "unit_dirs"))
     results = playbook(tmp_path, target, [
         {"name": "optin", "samepage.ksm.ksm_optin_info": {}, "register": "optin"},
+        {"name": "none yet", "samepage.ksm.ksm_optin_info": dict(where, name=["demo"], memoryksm_probe=False),
+         "register": "none_yet"},
+        {"name": "inject", "samepage.ksm.ld_preload": args, "register": "inject"},
+        {"name": "found", "samepage.ksm.ksm_optin_info": dict(where, name=["demo"], memoryksm_probe=False),
+         "check_mode": True, "register": "found"},
     ])
     facts = results["optin"]
     assert facts["changed"] is False
     text = json.dumps(facts)
     assert "prctl" in text, facts
+    assert results["none_yet"]["services"] == {"demo": {"method": None, "optin": None, "path": None}}
+    assert results["inject"]["changed"] is True
+    assert results["found"]["changed"] is False
+    assert results["found"]["services"] == {"demo": {"method": "sysv", "optin": "preload", "path": str(script)}}
 
 
 # ------------------------------------------------------------------ ksm_sysfs
