@@ -124,9 +124,12 @@ test-stack:
 	tests/images/build.sh stack
 	time python benchmarks/real_stack.py --ci
 
-# Estimate vs what KSM really merges, per workload and sampling rate; CPU s/GiB and peak RSS (kernel lock).
+# Estimate vs what KSM really merges, per workload and sampling rate (kernel lock); then CPU s/GiB and
+# peak RSS per target Python (2.7, 3.6, 3.11) at 1-16 GiB of candidates (no knob touched).
 bench-estimate: bootstrap-test images
 	python benchmarks/estimate_accuracy.py
+	scripts/matrix.sh --venvs-only 2.16
+	python benchmarks/estimate_cost.py
 
 clean:
 	rm -rf build .cache tests/output .pytest_cache

@@ -10,7 +10,8 @@ between them (30 % of the pages alike in every worker, 5 % written zeros, the re
 workers do not opt in to KSM, so nothing merges them whatever ksmd does meanwhile). Then, per
 interpreter (pyenv's Pythons of EL7 and EL8 and the controller's), one estimate at the default
 sampling runs --repeat times, each in its own process laid out as on a target: ansible-core 2.16's
-module_utils (the newest that still runs on Python 2.7 and 3.6) and the collection's, with
+module_utils (the newest that still runs on Python 2.7 and 3.6; .venv-2.16, made by
+`scripts/matrix.sh --venvs-only 2.16`) and the collection's, with
 ansible.module_utils.basic imported as the module's process does. Printed per run: CPU seconds of
 the estimate (user + system, the estimate's own cpu_seconds), CPU s per GiB scanned and its ratio
 to the 2 s/GiB goal, and the process's peak RSS (ru_maxrss) and its ratio to the 64 MiB goal.
@@ -91,7 +92,7 @@ def layout(target, module_utils_files):
     """A lib dir as on a target: ansible (stub package) + module_utils of 2.16, and the collection's module_utils."""
     source = next((CORE_216 / "lib").glob("python3*/site-packages/ansible/module_utils"), None)
     if source is None:
-        raise SystemExit("ansible-core 2.16 not found under %s (make bootstrap-test builds it)" % CORE_216)
+        raise SystemExit("ansible-core 2.16 not found under %s (scripts/matrix.sh --venvs-only 2.16 makes it)" % CORE_216)
     ansible = target / "ansible"
     shutil.copytree(source, ansible / "module_utils", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (ansible / "__init__.py").write_text("")
@@ -221,16 +222,17 @@ def main():
     print("Cost of one estimate at the default sampling (best CPU / worst RSS of %d runs; %d worker processes):"
           % (args.repeat, args.procs))
     print("| Python | code | candidates GiB | scanned GiB | CPU s | CPU s/GiB | / 2 s/GiB goal | peak RSS MiB "
-          "| / 64 MiB goal | final 1/k | table entries | wall s |")
-    print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+          "| / 64 MiB goal | final 1/k | table entries | wall s | complete |")
+    print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
     for row in rows:
         runs = row["runs"]
         best = min(runs, key=lambda r: r["cpu_seconds"])
         rss = max(r["peak_rss_kib"] for r in runs) / 1024
-        print("| %s | %s | %g | %.2f | %.2f | %.2f | %.2f | %.1f | %.2f | %d | %d | %.1f |" % (
+        print("| %s | %s | %g | %.2f | %.2f | %.2f | %.2f | %.1f | %.2f | %d | %d | %.1f | %s |" % (
             best["python"], row["code"], row["size"], best["scanned_bytes"] / GIB, best["cpu_seconds"],
             best["cpu_seconds_per_gib"], best["cpu_seconds_per_gib"] / CPU_GOAL, rss, rss / RSS_GOAL,
-            best["sample"]["final"], best["sample"]["entries"], best["elapsed_seconds"]))
+            best["sample"]["final"], best["sample"]["entries"], best["elapsed_seconds"],
+            "yes" if all(r["complete"] for r in runs) else "NO (time budget)"))
     print()
     worst_cpu = max([min(r["cpu_seconds_per_gib"] for r in row["runs"]) for row in rows if row["code"] == "current"]
                     or [float("nan")])
