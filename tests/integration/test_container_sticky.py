@@ -4,8 +4,9 @@ A real SysV container (localhost/samepage-sysv:bookworm, the ksm-demo service st
 init script). ksm-demo is opted in with preload: the fixture ksm_preload library (prctl in its
 constructor), whose RPM from the image's file:// repository is installed with rpm -i --nodeps
 first, so the role finds it with rpm -q and skips the dnf download that molecule/container tests.
-Then the role runs with optin auto on this kernel, where prctl works and auto alone would pick
-it: it must keep preload (the same init script, the same pid, nothing changed). Then
+Then the role runs with optin auto on this kernel, where prctl works, for ksm-demo and a second,
+not yet opted-in copy of it (ksm-demo2): ksm-demo must keep preload (the same init script, the
+same pid), while ksm-demo2 gets prctl in the same run (what auto picks here). Then
 ksm_container_optin: prctl asks for the switch, and it happens (new pid, our prctl block instead
 of the preload one).
 
@@ -23,6 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 IMAGE = "localhost/samepage-sysv:bookworm"
 NAME = "samepage-sticky-sysv"
 SERVICE = "ksm-demo"
+FRESH = "ksm-demo2"
 SCRIPT = "/etc/init.d/ksm-demo"
 PIDFILE = "/run/ksm-demo.pid"
 ENV = dict(os.environ, CONTAINERS_CONF=str(ROOT / "tests" / "podman" / "containers.conf"))
@@ -73,19 +75,23 @@ def container():
             time.sleep(0.2)
         # the package the role's preload needs, installed as the role would (no dnf here: faster)
         sh("rpm -i --nodeps /srv/samepage-repo/ksm_preload-*.rpm && rpm -q ksm_preload")
+        # a second service: the same script under another name (its daemon's comm is ksm-demo2)
+        sh("sed -e 's/ksm-demo/ksm-demo2/g' -e 's/^KSM_DEMO_SIZE_MB=.*/KSM_DEMO_SIZE_MB=8/' %s > /etc/init.d/%s"
+           " && chmod 755 /etc/init.d/%s && ln -s ksm-demo /usr/local/sbin/%s && /etc/init.d/%s start"
+           % (SCRIPT, FRESH, FRESH, FRESH, FRESH))
         yield NAME
     finally:
         podman("rm", "-f", "-t", "0", NAME, check=False)
 
 
-def run_role(tmp_path, extra):
+def run_role(tmp_path, extra, services=(SERVICE,)):
     """One ansible-playbook run of the role on the container: (probe, ksm_container_result, changed count)."""
     play = tmp_path / "play.yml"
     play.write_text(PLAY)
     inventory = tmp_path / "inventory.ini"
     inventory.write_text("%s ansible_connection=containers.podman.podman ansible_python_interpreter=/usr/bin/python3\n"
                          % NAME)
-    extra = dict({"ksm_container_service_names": [SERVICE], "ksm_container_install_method": "repo",
+    extra = dict({"ksm_container_service_names": list(services), "ksm_container_install_method": "repo",
                   "ksm_container_verify_failure": "fail"}, **extra)
     env = dict(ENV, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
                ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build" / "collections"))
@@ -116,21 +122,26 @@ def test_auto_keeps_the_existing_optin_until_another_is_asked_for(container, tmp
     assert "# BEGIN samepage.ksm LD_PRELOAD ksm-demo" in script and "PRCTL" not in script
     before = state()
 
-    # 2. auto where prctl works (auto alone would pick it): preload is kept, nothing restarted
-    probe, result, changed = run_role(tmp_path, {"ksm_container_optin": "auto"})
+    # 2. auto where prctl works: ksm-demo keeps preload (not restarted); ksm-demo2, new, gets prctl
+    probe, result, changed = run_role(tmp_path, {"ksm_container_optin": "auto"}, services=(SERVICE, FRESH))
     assert probe["prctl"]["works"] is True, probe["prctl"]
-    assert probe["services"][SERVICE] == {"method": "sysv", "optin": "preload", "path": SCRIPT}
-    assert changed == 0, result
-    assert result["optin"] == "preload" and result["kept"] == {SERVICE: "preload"}, result
-    assert result["optin_reason"] == ("kept: already opted in with preload (ksm-demo); set ksm_container_optin "
-                                      "to change it"), result["optin_reason"]
-    assert result["services"][0]["kept"] == "sysv" and result["services"][0]["optin"] == "preload"
-    assert result["changed"] == [] and result["restarted"] == []
+    assert probe["services"] == {SERVICE: {"method": "sysv", "optin": "preload", "path": SCRIPT},
+                                 FRESH: {"method": None, "optin": None, "path": None}}
+    assert result["kept"] == {SERVICE: "preload"} and result["optin"] == "prctl, preload", result
+    assert result["optin_reason"].endswith(
+        "; kept: already opted in with preload (ksm-demo); set ksm_container_optin to change it"), result["optin_reason"]
+    assert result["optin_reason"].startswith("prctl(PR_SET_MEMORY_MERGE) set in a child survived exec")
+    kept, fresh = result["services"]
+    assert (kept["name"], kept["kept"], kept["optin"], kept["method"]) == (SERVICE, "sysv", "preload", "auto")
+    assert (fresh["name"], fresh["kept"], fresh["optin"], fresh["method"]) == (FRESH, None, "prctl", "prctl")
+    assert result["changed"] == [FRESH] and result["restarted"] == [FRESH], result
+    assert [v["service"] for v in result["verified"] if v["ok"]] == [FRESH], result["verified"]
     assert state() == before
 
-    # 3. the user asks for prctl: it switches, restarts and verifies
-    probe, result, changed = run_role(tmp_path, {"ksm_container_optin": "prctl"})
+    # 3. the user asks for prctl: ksm-demo switches, restarts and verifies; ksm-demo2 stays as it is
+    probe, result, changed = run_role(tmp_path, {"ksm_container_optin": "prctl"}, services=(SERVICE, FRESH))
     assert changed > 0 and result["optin"] == "prctl" and result["kept"] == {}, result
+    assert result["optin_reason"] == "forced by ksm_container_optin"
     assert result["restarted"] == [SERVICE] and result["verified"][0]["ok"], result["verified"]
     script = sh("cat %s" % SCRIPT)
     assert "# BEGIN samepage.ksm PRCTL ksm-demo" in script and "LD_PRELOAD ksm-demo" not in script
