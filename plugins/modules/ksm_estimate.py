@@ -34,11 +34,12 @@ description:
   - Pages KSM has already merged are reported from C(/proc/PID/ksm_stat) (RV(estimate.merged)).
   - Never writes anything, never stops, traces or pauses a process; a process that exits or
     changes its mappings during the scan is skipped or read as far as it goes.
-  - Cost (measured on a 2-core VM, kernel 6.18) is about 1.7 s of CPU per GiB of anonymous
-    memory read with Python 3.11 (about 3 s with Python 2.7 or 3.6), at any O(sample) - every page
-    is read and hashed, sampling bounds memory, not CPU. Estimator memory is bounded by
-    O(max_entries) (about 200 bytes per entry, 13 MiB for the default) plus 1 MiB of read buffer,
-    whatever the size of the host; the module's process peaked at 41 MiB RSS on 2 GiB of candidates.
+  - Cost (measured on a 2-core VM, kernel 6.18, from 1 to 16 GiB of candidates) is about 1.1 to 1.8 s
+    of CPU per GiB of anonymous memory read, with Python 2.7, 3.6 or 3.11 alike, at any O(sample) -
+    every page is read and hashed, sampling bounds memory and the Python work per page, not the
+    hashing. Estimator memory is bounded by O(max_entries) (about 200 bytes per entry, 13 MiB for the
+    default) plus 1 MiB of read buffer, whatever the size of the host; the estimating process peaked
+    at 30 to 43 MiB RSS, as much on 16 GiB of candidates as on 1 GiB.
     O(time_budget) bounds the wall time.
 author:
   - samepage.ksm maintainers (@samepage)
