@@ -161,7 +161,7 @@ class Workers:
 
 
 def run_driver(python, lib, pids):
-    proc = subprocess.run([python, "-c", DRIVER, str(lib), json.dumps(pids)], capture_output=True, text=True)
+    proc = subprocess.run([python, "-c", DRIVER, str(lib), json.dumps(pids)], capture_output=True, text=True, check=False)
     if proc.returncode:
         raise SystemExit("estimate on %s failed:\n%s" % (python, proc.stderr))
     return json.loads(proc.stdout)
