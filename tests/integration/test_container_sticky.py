@@ -8,7 +8,7 @@ Then the role runs with optin auto on this kernel, where prctl works, for ksm-de
 not yet opted-in copy of it (ksm-demo2): ksm-demo must keep preload (the same init script, the
 same pid), while ksm-demo2 gets prctl in the same run (what auto picks here). Then
 ksm_container_optin: prctl asks for the switch, and it happens (new pid, our prctl block instead
-of the preload one).
+of the preload one); and ksm_container_optin: preload switches ksm-demo2 back from prctl.
 
 Touches no KSM knob (no merging is measured), so no kernel lock.
 """
@@ -148,3 +148,13 @@ def test_auto_keeps_the_existing_optin_until_another_is_asked_for(container, tmp
     pid, files = state()
     assert pid != before[0] and files != before[1]
     assert "ksm_merge_any: yes" in sh("cat /proc/%s/ksm_stat" % pid)
+
+    # 4. preload asked for by name replaces ksm-demo2's prctl opt-in (ld_preload's own auto would keep it)
+    fresh_pid = sh("cat /run/%s.pid" % FRESH).strip()
+    probe, result, changed = run_role(tmp_path, {"ksm_container_optin": "preload"}, services=(FRESH,))
+    assert probe["services"][FRESH]["method"] == "prctl"
+    assert result["services"][0]["method"] == "sysv" and result["restarted"] == [FRESH], result
+    assert result["verified"][0]["ok"], result["verified"]
+    script = sh("cat /etc/init.d/%s" % FRESH)
+    assert "# BEGIN samepage.ksm LD_PRELOAD ksm-demo2" in script and "PRCTL" not in script
+    assert sh("cat /run/%s.pid" % FRESH).strip() != fresh_pid
