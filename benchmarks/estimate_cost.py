@@ -41,26 +41,7 @@ CPU_GOAL = 2.0      # s of CPU per GiB scanned
 RSS_GOAL = 64.0     # MiB of estimator RSS
 GIB = 1 << 30
 
-WORKER = r"""
-import mmap, sys, time
-size, seed, shared, zero = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-page = mmap.PAGESIZE
-pages = size // page
-area = mmap.mmap(-1, pages * page, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-n_shared, n_zero = int(pages * shared), int(pages * zero)
-for i in range(pages):
-    if i < n_shared:
-        word = b"shared:%010d" % i
-    elif i < n_shared + n_zero:
-        area[i * page:(i + 1) * page] = bytes(page)
-        continue
-    else:
-        word = b"unique:%06d:%010d" % (seed, i)
-    area[i * page:(i + 1) * page] = (word.ljust(31) + b"|") * (page // 32)
-print("ready", flush=True)
-while True:
-    time.sleep(60)
-"""
+WORKER = ROOT / "tests" / "tools" / "estimate_worker.py"
 
 # Python 2.7 / 3.6 clean: it runs on the targets' interpreters.
 DRIVER = r"""
@@ -136,7 +117,7 @@ class Workers:
         try:
             for seed in range(self.procs):
                 self.children.append(subprocess.Popen(
-                    [sys.executable, "-c", WORKER, str(self.size // self.procs), str(seed + 1), "0.3", "0.05"],
+                    [sys.executable, str(WORKER), "--no-merge", str(self.size // self.procs >> 20), "0.3", "0.05", str(seed + 1)],
                     stdout=subprocess.PIPE, text=True))
             for child in self.children:
                 if child.stdout.readline().strip() != "ready":

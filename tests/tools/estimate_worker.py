@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """A process with a known duplicate structure, for the KSM estimate's tests and benchmark.
 
-    estimate_worker.py MIB SHARED ZERO SEED
+    estimate_worker.py [--no-merge] MIB SHARED ZERO SEED
 
-Opts in to KSM as a whole (prctl(PR_SET_MEMORY_MERGE)), maps MIB MiB of private anonymous memory
+Opts in to KSM as a whole (prctl(PR_SET_MEMORY_MERGE); not with --no-merge, for a workload that
+KSM must leave alone, as the estimator's cost benchmark wants), maps MIB MiB of private anonymous memory
 and fills it: the first SHARED fraction of the pages with contents that every worker has alike
 (page i: "shared:i"), the next ZERO fraction with written zeros, the rest with contents unique to
 SEED. Prints "ready" and sleeps until killed. Runs on the host or in a container (python3 only).
@@ -15,9 +16,12 @@ import time
 
 
 def main(argv):
+    merge = argv[:1] != ["--no-merge"]
+    if not merge:
+        argv = argv[1:]
     mib, shared, zero, seed = int(argv[0]), float(argv[1]), float(argv[2]), int(argv[3])
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(67, 1, 0, 0, 0) != 0:
+    if merge and libc.prctl(67, 1, 0, 0, 0) != 0:
         sys.exit("prctl(PR_SET_MEMORY_MERGE) failed: errno %d" % ctypes.get_errno())
     page = mmap.PAGESIZE
     pages = (mib << 20) // page
