@@ -48,7 +48,8 @@ def run_one(name):
             ["nice", "unshare", "--mount", "--pid", "--net", "--fork", "--kill-child", "--mount-proc",
              os.path.join(HERE, "sandbox.sh"), STATE["world"], state,
              os.path.join(ROOT, ".venv", "bin", "python"), os.path.join(HERE, "inside.py"), name],
-            capture_output=True, text=True, timeout=300, check=False)
+            capture_output=True, text=True, timeout=300, check=False,
+            env=dict(os.environ, SANDBOX_KEEP=os.path.realpath(ROOT)))
     finally:
         os.rmdir(state)
     try:

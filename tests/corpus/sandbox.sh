@@ -4,7 +4,7 @@
 # Run it as: unshare --mount --pid --net --fork --kill-child --mount-proc sandbox.sh ...
 # (private mount, pid and network namespaces: nothing it starts outlives it or reaches a network).
 # /etc, /usr, /var, /root, /srv, /opt and /home are overlays (upper layers on the tmpfs); /run and
-# /tmp are fresh tmpfs. /run/corpus-upper/<dir> shows each upper layer (every file written since
+# /tmp are fresh tmpfs (but for the checkout, SANDBOX_KEEP, when it lives under /tmp). /run/corpus-upper/<dir> shows each upper layer (every file written since
 # the start); /run/corpus-probe collects the daemon probes' records.
 set -euo pipefail
 world=$1 state=$2
@@ -26,6 +26,19 @@ for dir in etc usr var root srv opt home; do
     mkdir "/run/corpus-upper/$dir"
     mount --bind "$state/$dir.upper" "/run/corpus-upper/$dir"
 done
-# last: STATE may live under /tmp
+# last: STATE may live under /tmp. SANDBOX_KEEP (the checkout, whose Python and inside.py run in
+# here) stays visible, read-only, when it lives under /tmp too.
+keep=${SANDBOX_KEEP:-}
+case "$keep" in
+    /tmp/*) mkdir /run/corpus-keep; mount --bind "$keep" /run/corpus-keep ;;
+    *) keep= ;;
+esac
 mount -t tmpfs -o mode=1777 corpus-tmp /tmp
+if [ -n "$keep" ]; then
+    mkdir -p "$keep"
+    mount --bind /run/corpus-keep "$keep"
+    mount -o remount,bind,ro "$keep"
+    umount /run/corpus-keep
+    rmdir /run/corpus-keep
+fi
 exec /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"
