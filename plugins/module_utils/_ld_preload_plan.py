@@ -85,6 +85,23 @@ def shebang_words(script_text):
     return [w for w in match.groups() if w]
 
 
+# ld_preload's defaults, shared with ksm_optin_info (which looks for the same artefacts).
+LIBRARY = '/usr/lib64/libksm_preload.so'
+LAUNCHER = '/usr/local/sbin/samepage-ksm-merge'
+
+
+def location_spec():
+    """The options that say where a service's startup and our artefacts live (argument spec)."""
+    return dict(
+        init_dir=dict(type='path', default='/etc/init.d'),
+        envfile_dirs=dict(type='list', elements='path', default=['/etc/sysconfig', '/etc/default']),
+        systemd_dir=dict(type='path', default='/etc/systemd/system'),
+        unit_dirs=dict(type='list', elements='path', default=[
+            '/etc/systemd/system', '/run/systemd/system', '/usr/lib/systemd/system', '/lib/systemd/system']),
+        dropin_name=dict(type='str', default='samepage-ksm.conf'),
+    )
+
+
 class Planner(object):
     """Decide: read the state, validate all input and record every file operation in ``plan``."""
 
@@ -641,7 +658,7 @@ def existing_artefact(module, name, locations):
     as ld_preload validates them (LdPreloadError names the option).
     """
     params = dict(locations, name=name, state='present', method='auto', envfile=None, merge_threshold=None,
-                  library='/usr/lib64/libksm_preload.so', launcher='/usr/local/sbin/samepage-ksm-merge',
+                  library=LIBRARY, launcher=LAUNCHER,
                   backup=False)
     planner = Planner(module, FilePlan(module), params=params)
     planner.validate()

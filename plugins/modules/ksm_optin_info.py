@@ -174,23 +174,20 @@ services:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.samepage.ksm.plugins.module_utils._fileplan import FilePlanError
 from ansible_collections.samepage.ksm.plugins.module_utils._ld_preload import LdPreloadError
-from ansible_collections.samepage.ksm.plugins.module_utils._ld_preload_plan import existing_artefact
+from ansible_collections.samepage.ksm.plugins.module_utils._ld_preload_plan import existing_artefact, location_spec
 from ansible_collections.samepage.ksm.plugins.module_utils._optin import optin_facts, services_facts
 
-LOCATIONS = ('dropin_name', 'init_dir', 'envfile_dirs', 'systemd_dir', 'unit_dirs')
+LOCATIONS = tuple(sorted(location_spec()))
 
 
 def argument_spec():
-    return dict(
+    spec = dict(
         memoryksm_probe=dict(type='bool', default=True),
         name=dict(type='list', elements='str', default=[], aliases=['service']),
-        dropin_name=dict(type='str', default='samepage-ksm.conf'),
-        init_dir=dict(type='path', default='/etc/init.d'),
-        envfile_dirs=dict(type='list', elements='path', default=['/etc/sysconfig', '/etc/default']),
-        systemd_dir=dict(type='path', default='/etc/systemd/system'),
-        unit_dirs=dict(type='list', elements='path', default=[
-            '/etc/systemd/system', '/run/systemd/system', '/usr/lib/systemd/system', '/lib/systemd/system']),
     )
+    # ld_preload's own location options: the same artefacts are looked for in the same places.
+    spec.update(location_spec())
+    return spec
 
 
 def main():

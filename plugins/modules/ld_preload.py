@@ -292,28 +292,24 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.samepage.ksm.plugins.module_utils._fileedit import BlockError
 from ansible_collections.samepage.ksm.plugins.module_utils._fileplan import FilePlan, FilePlanError, printable
 from ansible_collections.samepage.ksm.plugins.module_utils._ld_preload import LdPreloadError
-from ansible_collections.samepage.ksm.plugins.module_utils._ld_preload_plan import Planner
+from ansible_collections.samepage.ksm.plugins.module_utils._ld_preload_plan import LAUNCHER, LIBRARY, Planner, location_spec
 
 METHODS = ['auto', 'sysv', 'envfile', 'systemd', 'memoryksm', 'prctl']
 
 
 def argument_spec():
-    return dict(
+    spec = dict(
         name=dict(type='str', required=True, aliases=['service']),
         state=dict(type='str', default='present', choices=['present', 'absent']),
         method=dict(type='str', default='auto', choices=METHODS),
-        library=dict(type='str', default='/usr/lib64/libksm_preload.so'),
+        library=dict(type='str', default=LIBRARY),
         merge_threshold=dict(type='raw'),
-        launcher=dict(type='str', default='/usr/local/sbin/samepage-ksm-merge'),
+        launcher=dict(type='str', default=LAUNCHER),
         envfile=dict(type='str'),
-        init_dir=dict(type='path', default='/etc/init.d'),
-        envfile_dirs=dict(type='list', elements='path', default=['/etc/sysconfig', '/etc/default']),
-        systemd_dir=dict(type='path', default='/etc/systemd/system'),
-        unit_dirs=dict(type='list', elements='path', default=[
-            '/etc/systemd/system', '/run/systemd/system', '/usr/lib/systemd/system', '/lib/systemd/system']),
-        dropin_name=dict(type='str', default='samepage-ksm.conf'),
         backup=dict(type='bool', default=False),
     )
+    spec.update(location_spec())
+    return spec
 
 
 def main():
